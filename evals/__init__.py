@@ -1,0 +1,1 @@
+"""glassgate evals."""

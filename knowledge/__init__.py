@@ -1,0 +1,5 @@
+"""Policy documents and their retrieval."""
+
+from pathlib import Path
+
+POLICY_DIR = Path(__file__).parent / "policies"

@@ -1,0 +1,1 @@
+"""The decision core: events, features, model, policy, explanations, stores."""

@@ -1,0 +1,366 @@
+"""Tamper-evident audit ledger: canonical-JSON entries, a hash chain and an RFC 6962 Merkle tree.
+
+Each entry's leaf hash covers its own content, its sequence number and its predecessor's
+leaf hash, so editing, removing or reordering a stored entry breaks verification at that
+entry. Cutting off the tail (and fixing the head row to match) is invisible from inside the
+database; the witness, a small file outside it holding the last checkpointed tree head,
+catches that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Generator, Iterable, Mapping
+from contextlib import closing
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, cast
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+from sqlalchemy import BigInteger, CheckConstraint, Integer, String, Table, Text, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from risk.events import canonical_json
+from risk.store.base import Base
+
+GENESIS_HASH = "0" * 64
+_CHUNK = 2000
+Payload = Mapping[str, Any]
+When = datetime | str
+
+
+class AuditKind(StrEnum):
+    DECISION = "decision"
+    VERDICT = "verdict"
+    NARRATIVE = "narrative"
+    PROPOSAL = "proposal"
+    APPROVAL = "approval"
+    ACTION = "action"
+    POLICY_VERSION = "policy_version"
+
+
+class AuditEntry(Base):
+    __tablename__ = "audit_log"
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    kind: Mapped[str] = mapped_column(String(40))
+    subject_id: Mapped[str] = mapped_column(String(200), index=True)
+    at: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[str] = mapped_column(Text)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    leaf_hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHead(Base):
+    __tablename__ = "audit_head"
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    size: Mapped[int] = mapped_column(BigInteger)
+    last_hash: Mapped[str] = mapped_column(String(64))
+
+
+_LOG = cast(Table, AuditEntry.__table__)
+_HEAD = cast(Table, AuditHead.__table__)
+
+
+class AuditEntryOut(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    seq: int
+    kind: str
+    subject_id: str
+    at: str
+    payload: dict[str, Any]
+    prev_hash: str
+    leaf_hash: str
+
+
+class TreeHead(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    size: int
+    root: str
+    last_hash: str
+
+
+class VerifyReport(BaseModel):
+    ok: bool
+    size: int
+    root: str | None
+    first_bad_seq: int | None
+    problem: str | None
+    checked_at: datetime
+
+
+class LedgerError(RuntimeError):
+    """The ledger refused an operation; ``report`` holds the failed verification, if any."""
+
+    def __init__(self, message: str, report: VerifyReport | None = None):
+        super().__init__(message)
+        self.report = report
+
+
+def _node(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+class _Accumulator:
+    """Streaming RFC 6962 tree: a stack of perfect-subtree roots, O(log n) memory."""
+
+    def __init__(self) -> None:
+        self._stack: list[bytes] = []
+        self.size = 0
+        self.last = bytes(32)  # hex of 32 zero bytes is GENESIS_HASH
+
+    def add(self, leaf: bytes) -> None:
+        self.last = leaf
+        self._stack.append(leaf)
+        n = self.size
+        while n & 1:  # each trailing 1-bit of the old size is a full subtree to merge with
+            right = self._stack.pop()
+            self._stack[-1] = _node(self._stack[-1], right)
+            n >>= 1
+        self.size += 1
+
+    def root(self) -> bytes:
+        # MTH splits at the largest power of two below n, i.e. folds the stack right to left.
+        if not self._stack:
+            return hashlib.sha256(b"").digest()
+        acc = self._stack[-1]
+        for left in reversed(self._stack[:-1]):
+            acc = _node(left, acc)
+        return acc
+
+
+def merkle_root(leaf_hashes: Iterable[bytes]) -> bytes:
+    """RFC 6962 Merkle tree hash over leaves that are already hashed (``SHA-256(0x00 || input)``).
+
+    Args:
+        leaf_hashes: The leaf hashes in order.
+
+    Returns:
+        The 32-byte root; the empty tree's root is SHA-256 of the empty string.
+    """
+    acc = _Accumulator()
+    for leaf in leaf_hashes:
+        acc.add(leaf)
+    return acc.root()
+
+
+def leaf_hash(entry: Mapping[Any, Any]) -> str:
+    """Hex leaf hash of a stored entry: ``SHA-256(0x00 || canonical JSON of the entry)``.
+
+    Args:
+        entry: ``seq``, ``kind``, ``subject_id``, ``at``, ``prev_hash`` and ``payload`` as stored
+            (canonical JSON text). The form is composed around that text rather than re-serialising
+            a parsed payload, so any byte change to it is detected; for canonical text it equals
+            ``canonical_json`` of those six fields with the payload parsed.
+    """
+    c = canonical_json  # keys below are in sorted order
+    text = f'{{"at":{c(entry["at"])},"kind":{c(entry["kind"])},"payload":{entry["payload"]},'
+    text += f'"prev_hash":{c(entry["prev_hash"])},"seq":{int(entry["seq"])},"subject_id":{c(entry["subject_id"])}}}'
+    return hashlib.sha256(b"\x00" + text.encode("utf-8")).hexdigest()
+
+
+def _iso(at: When) -> str:
+    dt = datetime.fromisoformat(at) if isinstance(at, str) else at
+    if dt.tzinfo is None:
+        raise ValueError(f"audit time {at!r} has no time zone")
+    return dt.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+def _prepare(kind: AuditKind | str, subject_id: str, payload: Payload, at: When) -> tuple[str, str, str, str]:
+    if not isinstance(payload, Mapping):
+        raise TypeError(f"audit payload must be a mapping, not {type(payload).__name__}")
+    if not 0 < len(subject_id) <= 200:
+        raise ValueError("audit subject_id must be 1 to 200 characters")
+    return AuditKind(kind).value, subject_id, canonical_json(dict(payload)), _iso(at)
+
+
+def _out(row: Mapping[Any, Any]) -> AuditEntryOut:
+    return AuditEntryOut(**{**row, "payload": json.loads(row["payload"])})
+
+
+class Ledger:
+    """The audit ledger over the caller's session, with an optional witness file.
+
+    Args:
+        witness_path: File outside the database recording the latest checkpointed tree head.
+        clock: Returns the current aware time; used for ``VerifyReport.checked_at``.
+    """
+
+    def __init__(self, *, witness_path: Path | None = None, clock: Callable[[], datetime] | None = None):
+        self.witness_path = witness_path
+        self._clock = clock or (lambda: datetime.now(UTC))
+
+    def append(
+        self, session: Session, *, kind: AuditKind | str, subject_id: str, payload: Payload, at: When
+    ) -> AuditEntryOut:
+        """Add one entry inside the caller's transaction (the caller commits)."""
+        return self.append_many(session, [(kind, subject_id, payload, at)])[0]
+
+    def append_many(
+        self, session: Session, entries: Iterable[tuple[AuditKind | str, str, Payload, When]]
+    ) -> list[AuditEntryOut]:
+        """Add ``(kind, subject_id, payload, at)`` entries in order under one head lock, inserted in bulk.
+
+        Raises:
+            ValueError, TypeError: An entry is invalid; nothing was written.
+            LedgerError: The head row is missing while entries exist.
+        """
+        prepared = [_prepare(*entry) for entry in entries]
+        if not prepared:
+            return []
+        size, last = self._lock_head(session)
+        rows: list[dict[str, Any]] = []
+        for offset, (kind, subject_id, payload_json, at) in enumerate(prepared):
+            row = dict(seq=size + offset, kind=kind, subject_id=subject_id, at=at, payload=payload_json, prev_hash=last)
+            last = row["leaf_hash"] = leaf_hash(row)
+            rows.append(row)
+        for start in range(0, len(rows), _CHUNK):
+            session.execute(insert(_LOG), rows[start : start + _CHUNK])
+        session.execute(update(_HEAD).where(_HEAD.c.id == 1).values(size=size + len(rows), last_hash=last))
+        return [_out(row) for row in rows]
+
+    def checkpoint(self, session: Session) -> TreeHead:
+        """Verify the ledger, then record its tree head in the witness file (if configured).
+
+        Raises:
+            LedgerError: Verification failed; the witness is left untouched.
+        """
+        report, head = self._verify(session)
+        if head is None:
+            raise LedgerError(f"refusing to checkpoint: {report.problem}", report)
+        if self.witness_path is not None:
+            current, _ = self._read_witness()
+            if current is None or current.size <= head.size:  # never move the witness backwards
+                _write_atomically(self.witness_path, canonical_json(head.model_dump()).encode("utf-8"))
+        return head
+
+    def verify(self, session: Session) -> VerifyReport:
+        """Recompute every leaf, the chain, the head row and the witness; name the first bad entry."""
+        return self._verify(session)[0]
+
+    def entries(self, session: Session, *, after_seq: int = -1, limit: int = 1000) -> list[AuditEntryOut]:
+        """Entries with ``seq > after_seq`` in order, at most ``limit`` of them (for export)."""
+        stmt = select(_LOG).where(_LOG.c.seq > after_seq).order_by(_LOG.c.seq).limit(limit)
+        return [_out(row) for row in session.execute(stmt).mappings()]
+
+    def get(self, session: Session, seq: int) -> AuditEntryOut | None:
+        """The entry at ``seq``, or None."""
+        row = session.execute(select(_LOG).where(_LOG.c.seq == seq)).mappings().one_or_none()
+        return None if row is None else _out(row)
+
+    def _lock_head(self, session: Session) -> tuple[int, str]:
+        # A write is the first statement so SQLite takes its writer lock before we read the head
+        # (a plain SELECT there holds no lock); on PostgreSQL the UPDATE locks the row.
+        lock = update(_HEAD).where(_HEAD.c.id == 1).values(size=_HEAD.c.size).returning(_HEAD.c.size, _HEAD.c.last_hash)
+        row = session.execute(lock).one_or_none()
+        if row is None:
+            if session.scalar(select(func.max(_LOG.c.seq))) is not None:
+                raise LedgerError("audit_head is missing while audit_log holds entries")
+            dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+            session.execute(
+                dialect.insert(_HEAD)
+                .values(id=1, size=0, last_hash=GENESIS_HASH)
+                .on_conflict_do_nothing(index_elements=["id"])
+            )
+            row = session.execute(lock).one()
+        return row.size, row.last_hash
+
+    def _verify(self, session: Session) -> tuple[VerifyReport, TreeHead | None]:
+        acc = _Accumulator()
+        with closing(self._problems(session, acc)) as problems:
+            bad, problem = next(problems, (None, None))
+        now = self._clock()
+        if problem is not None:
+            size = session.scalar(select(func.count()).select_from(_LOG)) or 0
+            report = VerifyReport(ok=False, size=size, root=None, first_bad_seq=bad, problem=problem, checked_at=now)
+            return report, None
+        head = TreeHead(size=acc.size, root=acc.root().hex(), last_hash=acc.last.hex())
+        report = VerifyReport(ok=True, size=head.size, root=head.root, first_bad_seq=None, problem=None, checked_at=now)
+        return report, head
+
+    def _problems(self, session: Session, acc: _Accumulator) -> Generator[tuple[int | None, str], None, None]:
+        """Yield (first bad seq, sentence) for each problem, entries in seq order first."""
+        head = session.execute(select(_HEAD.c.size, _HEAD.c.last_hash).where(_HEAD.c.id == 1)).one_or_none()
+        witness, witness_problem = self._read_witness()
+        prefix_root = acc.root().hex() if witness is not None and witness.size == 0 else None
+        head_leaf = None
+        expected, prev = 0, GENESIS_HASH
+        rows = session.execute(select(_LOG).order_by(_LOG.c.seq).execution_options(yield_per=_CHUNK))
+        with closing(rows):
+            for row in rows.mappings():
+                seq, stored = row["seq"], row["leaf_hash"]
+                if seq < expected:
+                    yield seq, f"entry {seq} has an invalid sequence number"
+                if seq > expected:
+                    jump = f"sequence jumps from {expected - 1} to {seq}" if expected else f"sequence starts at {seq}"
+                    yield expected, f"entry {expected} is missing ({jump})"
+                if leaf_hash(row) != stored:
+                    yield seq, f"entry {seq} was modified: its content no longer matches its leaf hash"
+                if row["prev_hash"] != prev:
+                    before = f"entry {seq - 1}" if seq else "the genesis value"
+                    yield seq, f"entry {seq} is out of order: its prev_hash does not match {before}"
+                acc.add(bytes.fromhex(stored))
+                expected, prev = seq + 1, stored
+                if head is not None and seq == head.size - 1:
+                    head_leaf = stored
+                if witness is not None and acc.size == witness.size:
+                    prefix_root = acc.root().hex()
+        n = acc.size
+        held = f"the database holds {n}"
+        if head is None:
+            if n:
+                yield None, f"the audit_head row is missing although the ledger holds {n} entries"
+        elif n < head.size:
+            yield (
+                n,
+                f"the ledger was truncated: the head records {head.size} entries, {held}; first missing entry is {n}",
+            )
+        elif head.size and head_leaf != head.last_hash:
+            yield head.size - 1, f"the head's last_hash does not match entry {head.size - 1}"
+        elif n > head.size:
+            later = session.scalar(select(_HEAD.c.size).where(_HEAD.c.id == 1)) or 0  # concurrent appends are fine
+            if n > later:
+                yield later, f"entry {later} is not covered by the head: it was written without updating audit_head"
+        if witness_problem is not None:
+            yield None, witness_problem
+        if witness is not None:
+            w = witness.size
+            if n < w:
+                yield (
+                    n,
+                    f"the ledger was truncated: the witness records {w} entries, {held}; first missing entry is {n}",
+                )
+            elif prefix_root != witness.root:
+                yield None, f"the ledger was rewritten: its first {w} entries no longer hash to the witness root"
+
+    def _read_witness(self) -> tuple[TreeHead | None, str | None]:
+        if self.witness_path is None or not self.witness_path.exists():
+            return None, None
+        try:
+            return TreeHead.model_validate_json(self.witness_path.read_bytes()), None
+        except (OSError, ValidationError):
+            return None, f"the witness file {self.witness_path} is unreadable or not a tree head"
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write a file so readers see the old or the new content, never a torn one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,270 @@
+"""The online decision path: validate, featurize against the user's profile, score, decide,
+explain, store and audit, in one transaction per chunk of events.
+
+Every dependency is handed in; the clock too, so tests are repeatable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from risk.audit import Ledger
+from risk.catalog import FEATURE_NAMES
+from risk.counterfactual import find_counterfactuals
+from risk.events import AccessEvent, EventValidationError, FieldError, parse_event
+from risk.explain import TreeShap, build_explanation, quality_notes
+from risk.features import MIN_BASELINE_EVENTS, SessionState, UserProfile, event_row, featurize_online
+from risk.model import RiskModel
+from risk.policy import PolicyDecision, PolicySet
+from risk.store.schema import CounterRow, DecisionRow, ExplanationRow, ProfileRow, SessionRow
+
+Progress = Callable[[int], None]
+
+
+class IdempotencyConflict(ValueError):
+    """The event id was already decided for a different event body."""
+
+    def __init__(self, event_id: str, decision_id: str):
+        self.event_id, self.decision_id = event_id, decision_id
+        super().__init__(f"event_id {event_id!r} was already used for a different event (decision {decision_id})")
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    decision: dict[str, Any]
+    explanation: dict[str, Any]
+    created: bool  # False when an identical event had been decided before
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """An input that was not decided; nothing was stored for it."""
+
+    index: int
+    error: EventValidationError | IdempotencyConflict
+
+    def as_json(self, line: int) -> dict[str, Any]:
+        if isinstance(self.error, EventValidationError):
+            return {"error": {"line": line, "fields": self.error.fields, "message": str(self.error),
+                              "details": [e.model_dump() for e in self.error.errors]}}
+        return {"error": {"line": line, "fields": ["event_id"], "message": str(self.error)}}
+
+
+def decision_id_for(event_id: str) -> str:
+    return "dec-" + hashlib.sha256(event_id.encode()).hexdigest()[:20]
+
+
+def signals_for(ev: AccessEvent, x: np.ndarray) -> dict[str, Any]:
+    """Everything a policy rule may test: the features plus the event's context."""
+    return {**dict(zip(FEATURE_NAMES, x.tolist(), strict=True)), **context_for(ev)}
+
+
+def context_for(ev: AccessEvent) -> dict[str, Any]:
+    return {"resource.kind": ev.resource.kind.value, "resource.sensitivity": ev.resource.sensitivity.value,
+            "user.privileged": ev.user.privileged, "activity.action": ev.activity.action}
+
+
+def crossed_lines(risk: float, pd_: PolicyDecision) -> list[str]:
+    t = pd_.threshold
+    cite = f"{t.policy_id} v{t.policy_version} §{t.section}"
+    if risk >= t.deny_at:
+        lines = [f"risk {risk:.2f} is at or above the deny threshold {t.deny_at:.2f} for {t.scope} ({cite})"]
+    elif risk >= t.step_up_at:
+        lines = [f"risk {risk:.2f} is at or above the step-up threshold {t.step_up_at:.2f} for {t.scope} ({cite})"]
+    else:
+        lines = [f"risk {risk:.2f} is below the step-up threshold {t.step_up_at:.2f} for {t.scope} ({cite})"]
+    lines += [f"rule {r.rule_id} ({r.effect.value}): {r.description} ({r.policy_id} v{r.policy_version} §{r.section})"
+              for r in pd_.rules]
+    return lines
+
+
+@dataclass
+class DecisionEngine:
+    """Scores events online. One instance per process; it is safe to reuse across calls."""
+
+    sessions: sessionmaker[Session]
+    model: RiskModel
+    policy: PolicySet
+    ledger: Ledger
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+
+    def __post_init__(self) -> None:
+        self.shap = TreeShap(self.model)
+
+    def score(self, raw: Any) -> ScoreResult:
+        """Decide one event. Raises EventValidationError or IdempotencyConflict and stores nothing then."""
+        (out,) = list(self.score_many([raw]))
+        if isinstance(out, Rejected):
+            raise out.error
+        return out
+
+    def score_many(self, raws: Iterable[Any], *, chunk: int = 500,
+                   progress: Progress | None = None) -> Iterator[ScoreResult | Rejected]:
+        """Decide a stream of events in order, committing per chunk; yields one result per input."""
+        buf: list[tuple[int, Any]] = []
+        for i, raw in enumerate(raws):
+            buf.append((i, raw))
+            if len(buf) >= chunk:
+                yield from self._chunk(buf)
+                if progress:
+                    progress(len(buf))
+                buf = []
+        if buf:
+            yield from self._chunk(buf)
+            if progress:
+                progress(len(buf))
+
+    # ------------------------------------------------------------------ internals
+
+    def _chunk(self, items: list[tuple[int, Any]]) -> list[ScoreResult | Rejected]:
+        results: dict[int, ScoreResult | Rejected] = {}
+        with self.sessions.begin() as s:
+            parsed: list[tuple[int, AccessEvent, str]] = []
+            for i, raw in items:
+                try:
+                    ev = parse_event(raw)
+                except EventValidationError as exc:
+                    results[i] = Rejected(i, exc)
+                    continue
+                parsed.append((i, ev, ev.content_hash()))
+            existing = self._existing(s, {ev.event_id for _, ev, _ in parsed})
+            fresh: list[tuple[int, AccessEvent, str]] = []
+            seen_in_chunk: dict[str, str] = {}
+            for i, ev, h in parsed:
+                prior = existing.get(ev.event_id)
+                if prior is not None or ev.event_id in seen_in_chunk:
+                    prior_hash = prior[0].event_hash if prior else seen_in_chunk[ev.event_id]
+                    if prior_hash != h:
+                        results[i] = Rejected(i, IdempotencyConflict(ev.event_id, decision_id_for(ev.event_id)))
+                    elif prior is not None:
+                        results[i] = ScoreResult(decision_record(prior[0]), prior[1].body, created=False)
+                    else:
+                        results[i] = (i, ev)  # type: ignore[assignment]  # resolved after the chunk is stored
+                    continue
+                seen_in_chunk[ev.event_id] = h
+                fresh.append((i, ev, h))
+            if fresh:
+                for i, res in self._decide(s, fresh).items():
+                    results[i] = res
+            for i, r in list(results.items()):
+                if isinstance(r, tuple):  # a repeat of an event first seen in this very chunk
+                    first = next(v for v in results.values() if isinstance(v, ScoreResult) and v.created
+                                 and v.decision["event_id"] == r[1].event_id)
+                    results[i] = ScoreResult(first.decision, first.explanation, created=False)
+        return [results[i] for i, _ in items]
+
+    def checkpoint(self):
+        """Verify the ledger and pin its tree head in the witness file (call at the end of a run:
+        it reads the whole ledger)."""
+        with self.sessions.begin() as s:
+            return self.ledger.checkpoint(s)
+
+    def _existing(self, s: Session, event_ids: set[str]) -> dict[str, tuple[DecisionRow, ExplanationRow]]:
+        if not event_ids:
+            return {}
+        rows = s.execute(select(DecisionRow, ExplanationRow).join(
+            ExplanationRow, ExplanationRow.decision_id == DecisionRow.decision_id).where(
+            DecisionRow.event_id.in_(event_ids))).all()
+        return {d.event_id: (d, e) for d, e in rows}
+
+    def _decide(self, s: Session, fresh: list[tuple[int, AccessEvent, str]]) -> dict[int, ScoreResult]:
+        users = {ev.user.id for _, ev, _ in fresh}
+        sids = {ev.session_id for _, ev, _ in fresh}
+        prof_rows = {r.user_id: r for r in s.scalars(select(ProfileRow).where(ProfileRow.user_id.in_(users)).with_for_update())}
+        sess_rows = {r.session_id: r for r in s.scalars(select(SessionRow).where(SessionRow.session_id.in_(sids)).with_for_update())}
+        profiles = {u: UserProfile.from_json(u, r.state) for u, r in prof_rows.items()}
+        states = {k: SessionState.from_json(k, r.user_id, r.state) for k, r in sess_rows.items()}
+        X, priors = [], []
+        for _, ev, _ in fresh:
+            p = profiles.setdefault(ev.user.id, UserProfile(ev.user.id))
+            st = states.setdefault(ev.session_id, SessionState(ev.session_id, ev.user.id))
+            priors.append(p.n)
+            X.append(featurize_online(event_row(ev), p, st))
+        Xa = np.array(X)
+        phi, margins = self.shap.contributions(Xa)
+        risks = 1.0 / (1.0 + np.exp(-margins))
+        seq0 = self._next_seq(s, len(fresh))
+        out: dict[int, ScoreResult] = {}
+        audit = []
+        for k, (i, ev, h) in enumerate(fresh):
+            x, risk = Xa[k], float(risks[k])
+            ctx = context_for(ev)
+            pd_ = self.policy.decide(risk=risk, signals={**dict(zip(FEATURE_NAMES, x.tolist(), strict=True)), **ctx})
+            cfs, cf_note = find_counterfactuals(x=x, outcome=pd_.outcome, context=ctx, model=self.model, policy=self.policy)
+            expl = build_explanation(x=x, phi=phi[k], base=self.shap.base_value, margin=float(margins[k]),
+                                     crossed=crossed_lines(risk, pd_), counterfactuals=cfs, counterfactual_note=cf_note,
+                                     notes=quality_notes(x, self.model, priors[k], MIN_BASELINE_EVENTS))
+            d = DecisionRow(
+                decision_id=decision_id_for(ev.event_id), event_id=ev.event_id, event_hash=h, session_id=ev.session_id,
+                user_id=ev.user.id, resource_id=ev.resource.id, resource_kind=ev.resource.kind.value,
+                sensitivity=ev.resource.sensitivity.value, timestamp=ev.canonical()["timestamp"],
+                ts_ms=int(round(ev.ts * 1000)), seq=seq0 + k, risk=risk, outcome=pd_.outcome.value,
+                threshold_outcome=pd_.threshold_outcome.value, rule_floor=pd_.rule_floor.value,
+                policy_id=pd_.threshold.policy_id, policy_version=pd_.threshold.policy_version,
+                threshold_scope=pd_.threshold.scope, step_up_at=pd_.threshold.step_up_at, deny_at=pd_.threshold.deny_at,
+                rules=[{"rule_id": r.rule_id, "policy_id": r.policy_id, "policy_version": r.policy_version,
+                        "effect": r.effect.value, "description": r.description, "section": r.section} for r in pd_.rules],
+                model_version=self.model.version, event=ev.canonical())
+            body = expl.model_dump(mode="json")
+            s.add(d)
+            s.add(ExplanationRow(decision_id=d.decision_id, top_family=expl.top_family, status=expl.status,
+                                 contributions=[float(v) for v in phi[k]], body=body))
+            rec = decision_record(d)
+            audit.append(("decision", d.decision_id, {"decision": rec, "event_hash": h,
+                                                       "explanation_hash": _hash_json(body)}, self.clock()))
+            out[i] = ScoreResult(rec, body, created=True)
+        now_ms = int(self.clock().timestamp() * 1000)
+        for u, p in profiles.items():
+            if u in prof_rows:
+                prof_rows[u].state, prof_rows[u].updated_ms = p.to_json(), now_ms
+            else:
+                s.add(ProfileRow(user_id=u, state=p.to_json(), updated_ms=now_ms))
+        ts_by_session: dict[str, list[int]] = {}
+        for _, ev, _ in fresh:
+            ts_by_session.setdefault(ev.session_id, []).append(int(round(ev.ts * 1000)))
+        for sid, st in states.items():
+            if sid in sess_rows:
+                r = sess_rows[sid]
+                r.state, r.last_ms = st.to_json(), max(r.last_ms, *ts_by_session[sid])
+            else:
+                s.add(SessionRow(session_id=sid, user_id=st.user_id, state=st.to_json(),
+                                 first_ms=min(ts_by_session[sid]), last_ms=max(ts_by_session[sid])))
+        self.ledger.append_many(s, audit)
+        return out
+
+    def _next_seq(self, s: Session, n: int) -> int:
+        row = s.get(CounterRow, "decision_seq", with_for_update=True)
+        if row is None:
+            row = CounterRow(name="decision_seq", value=0)
+            s.add(row)
+        start = row.value
+        row.value = start + n
+        return start
+
+
+def _hash_json(obj: Any) -> str:
+    from risk.events import canonical_json
+
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()
+
+
+DECISION_FIELDS = ("decision_id", "event_id", "session_id", "user_id", "resource_id", "resource_kind", "sensitivity",
+                   "timestamp", "risk", "outcome", "threshold_outcome", "rule_floor", "policy_id", "policy_version",
+                   "threshold_scope", "step_up_at", "deny_at", "rules", "model_version")
+
+
+def decision_record(d: DecisionRow) -> dict[str, Any]:
+    """The decision as the output contract gives it."""
+    return {k: getattr(d, k) for k in DECISION_FIELDS}
+
+
+__all__ = ["DecisionEngine", "FieldError", "IdempotencyConflict", "Rejected", "ScoreResult", "decision_record",
+           "signals_for"]

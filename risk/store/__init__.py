@@ -1,0 +1,1 @@
+"""Persistence for the decision core (SQLAlchemy 2; SQLite or PostgreSQL)."""

@@ -1,0 +1,89 @@
+"""Tables of the decision core. Migrations are generated from this metadata (Alembic)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import BigInteger, Float, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from risk.store.base import Base, JSONType
+
+
+class DecisionRow(Base):
+    __tablename__ = "decisions"
+
+    decision_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(128), unique=True)
+    event_hash: Mapped[str] = mapped_column(String(64))
+    session_id: Mapped[str] = mapped_column(String(128), index=True)
+    user_id: Mapped[str] = mapped_column(String(128), index=True)
+    resource_id: Mapped[str] = mapped_column(String(128), index=True)
+    resource_kind: Mapped[str] = mapped_column(String(32))
+    sensitivity: Mapped[str] = mapped_column(String(32))
+    timestamp: Mapped[str] = mapped_column(String(40))
+    ts_ms: Mapped[int] = mapped_column(BigInteger, index=True)
+    seq: Mapped[int] = mapped_column(BigInteger, index=True)  # arrival order, for stable ordering
+    risk: Mapped[float] = mapped_column(Float)
+    outcome: Mapped[str] = mapped_column(String(16), index=True)
+    threshold_outcome: Mapped[str] = mapped_column(String(16))
+    rule_floor: Mapped[str] = mapped_column(String(16))
+    policy_id: Mapped[str] = mapped_column(String(64))
+    policy_version: Mapped[int] = mapped_column(Integer)
+    threshold_scope: Mapped[str] = mapped_column(String(64))
+    step_up_at: Mapped[float] = mapped_column(Float)
+    deny_at: Mapped[float] = mapped_column(Float)
+    rules: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
+    model_version: Mapped[str] = mapped_column(String(64))
+    event: Mapped[dict[str, Any]] = mapped_column(JSONType)
+
+    __table_args__ = (Index("ix_decisions_user_ts", "user_id", "ts_ms"), Index("ix_decisions_scope", "policy_id", "threshold_scope"))
+
+
+class ExplanationRow(Base):
+    __tablename__ = "explanations"
+
+    decision_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    top_family: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    contributions: Mapped[list[float]] = mapped_column(JSONType)  # log-odds, catalog order
+    body: Mapped[dict[str, Any]] = mapped_column(JSONType)
+
+
+class ProfileRow(Base):
+    __tablename__ = "user_profiles"
+
+    user_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    state: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    updated_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class SessionRow(Base):
+    __tablename__ = "sessions"
+
+    session_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(128), index=True)
+    state: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    first_ms: Mapped[int] = mapped_column(BigInteger)
+    last_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class VerdictRow(Base):
+    __tablename__ = "verdicts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    decision_id: Mapped[str] = mapped_column(String(64), index=True)
+    verdict: Mapped[str] = mapped_column(String(16))  # malicious | benign
+    attack_type: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    analyst: Mapped[str] = mapped_column(String(128))
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    at: Mapped[str] = mapped_column(String(40))
+
+
+class CounterRow(Base):
+    """Monotonic counters (arrival sequence of decisions)."""
+
+    __tablename__ = "counters"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger)
