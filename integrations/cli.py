@@ -230,7 +230,7 @@ def audit_verify(as_json: Annotated[bool, typer.Option("--json")] = False) -> No
 def demo(serve: Annotated[bool, typer.Option("--serve/--no-serve", help="serving comes with the service issue")] = False,
          users: int = 300, days: int = 28, seed: int = 7, test_days: int = 7) -> None:
     """Build the demo world: generate, train, replay the later days online, print what happened."""
-    from integrations.demo import DemoRefused, example_texts, run_demo
+    from integrations.demo import DemoRefused, run_demo
 
     rt = _rt()
     with _progress() as prog:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from integrations.runtime import Runtime
 from risk.audit import AuditKind
 from risk.features import warm_profiles

@@ -124,7 +124,7 @@ def find_counterfactuals(*, x: np.ndarray, outcome: Outcome, context: Mapping[st
         signals = {**dict(zip(FEATURE_NAMES, Y[j].tolist(), strict=True)), **context}
         final = policy.decide(risk=float(risks[j]), signals=signals).outcome
         results.append(Counterfactual(
-            target=target.value, risk_after=float(risks[j]), outcome_after=final.value, verified=True,
+            target="allow" if target is Outcome.ALLOW else "step_up", risk_after=float(risks[j]), outcome_after=final.value, verified=True,
             actions=[CounterfactualAction(action=a.id, label=a.label, changes=_changes(x, a.edit(x))) for a in combos[j]]))
         if target is Outcome.ALLOW:
             break  # reaching allow is the answer; a step-up target adds nothing

@@ -360,7 +360,9 @@ def batch_features(frame: pd.DataFrame) -> np.ndarray:
 
     # Seen before: first seen (for this user) in an earlier session than the row's own.
     sess_s = pd.Series(sess)
-    for name, col in (("device_seen", "device"), ("country_seen", "country"), ("kind_seen", "kind"), ("asn_seen", None)):
+    seen_cols: tuple[tuple[str, str | None], ...] = (
+        ("device_seen", "device"), ("country_seen", "country"), ("kind_seen", "kind"), ("asn_seen", None))
+    for name, col in seen_cols:
         keys = raw["asn"].astype(np.int64) if col is None else frame[col].to_numpy()[order]
         pair = pd.factorize(pd.MultiIndex.from_arrays([users, keys]))[0]
         first_sess = sess_s.groupby(pair).transform("first").to_numpy()

@@ -51,3 +51,29 @@ def db_url(request, tmp_path) -> str:
     with admin.begin() as c:
         c.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
     admin.dispose()
+
+
+# ----------------------------------------------------------------------------- shared worlds and models
+
+@pytest.fixture(scope="session")
+def policy():
+    from knowledge import POLICY_DIR
+    from risk.policy import load_policies
+
+    return load_policies(POLICY_DIR)
+
+
+@pytest.fixture(scope="session")
+def small_world():
+    """A small organisation with every attack and benign-unusual scenario in it."""
+    from risk.synth import generate_world
+
+    return generate_world(users=80, days=14, seed=11)
+
+
+@pytest.fixture(scope="session")
+def trained(small_world, policy):
+    """(model, feature matrix of every event, split) for the small world, trained with fewer trees."""
+    from risk.training import train_on_world
+
+    return train_on_world(small_world, policy, test_days=4, params={"max_iter": 80})

@@ -1,0 +1,32 @@
+# glassgate: `make demo` and `make test` work on a fresh machine (they install into .venv first).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install demo test bench lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/glassgate demo --no-serve
+
+test: install
+	bash scripts/ensure-postgres.sh
+	$(BIN)/pytest
+
+bench: install
+	$(BIN)/python -m evals.bench
+
+lint: install
+	$(BIN)/ruff check risk knowledge tools agent integrations evals tests
+	$(BIN)/mypy risk tools agent
+
+clean:
+	rm -rf $(VENV) .glassgate .pytest_cache .mypy_cache .ruff_cache

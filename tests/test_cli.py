@@ -1,0 +1,452 @@
+"""The `glassgate` command line, in process: train, score, explain, timeline, replay, verdict, audit, demo."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from typer.testing import CliRunner
+
+from integrations.cli import app
+from knowledge import POLICY_DIR
+from risk.policy import load_policies
+from risk.synth import generate_world, row_to_event
+
+runner = CliRunner()
+
+CONTRACT_DECISION = {"decision_id", "event_id", "session_id", "user_id", "resource_id", "timestamp", "risk", "outcome",
+                     "policy_id", "policy_version", "step_up_at", "deny_at", "rules", "model_version"}
+CONTRACT_EXPLANATION = {"base_value", "margin", "factors", "families", "top_family", "counterfactuals", "status", "notes"}
+FACTOR_KEYS = {"feature", "label", "family", "value", "contribution", "points"}
+FAMILIES = {"identity", "device", "behavior", "network"}
+RANK = {"allow": 0, "step_up": 1, "deny": 2}
+SHOWN_OUTCOME = {"allow": "ALLOWED", "step_up": "STEP-UP REQUIRED", "deny": "DENIED"}
+POLICY, TIER, NEW_DENY_AT = "POL-ACCESS-001", "restricted", 0.8
+BAD_EVENT_ID = "evt-bad-0001"
+
+
+@dataclass
+class Scored:
+    """The module's home after `train` and one `score` run of the events file."""
+
+    home: Path
+    path: Path
+    events: list[dict[str, Any]]  # the good events, in file order
+    bad_line: int
+    nonjson_line: int
+    outputs: list[dict[str, Any]]  # parsed stdout lines of the first score run
+    good_outputs: list[dict[str, Any]]
+    exit_code: int
+    stored_after_first_run: int
+
+
+def _db(home: Path) -> Engine:
+    return create_engine(f"sqlite:///{home / 'glassgate.db'}")
+
+
+def _query(home: Path, sql: str, **params: Any) -> list[Any]:
+    eng = _db(home)
+    try:
+        with eng.connect() as c:
+            return list(c.execute(text(sql), params).all())
+    finally:
+        eng.dispose()
+
+
+def _count(home: Path, table: str) -> int:
+    return _query(home, f"SELECT count(*) FROM {table}")[0][0]
+
+
+def _json_lines(stdout: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stdout.splitlines() if line.strip()]
+
+
+def _flat(s: str) -> str:
+    """Rich wraps stderr at the terminal width; compare messages with whitespace collapsed."""
+    return " ".join(s.split())
+
+
+def _invoke(args: list[str], **kw: Any):
+    return runner.invoke(app, args, catch_exceptions=False, **kw)
+
+
+def _bad_event(row: dict[str, Any]) -> dict[str, Any]:
+    ev = row_to_event(row)
+    ev["event_id"] = BAD_EVENT_ID
+    ev["network"].pop("lon", None)
+    ev["network"]["lat"] = 52.5
+    ev["auth"]["failed_attempts_1h"] = -3
+    ev["surprise"] = True
+    return ev
+
+
+@pytest.fixture(scope="module")
+def world():
+    return generate_world(users=60, days=10, seed=5)
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory, world) -> Scored:
+    home = tmp_path_factory.mktemp("glassgate-home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GLASSGATE_HOME", str(home))
+        mp.delenv("GLASSGATE_DATABASE_URL", raising=False)
+        res = _invoke(["train", "--users", "60", "--days", "10", "--test-days", "3", "--seed", "5"])
+        assert res.exit_code == 0, res.output
+        assert (home / "models" / "CURRENT").is_file()
+        assert (home / "models" / (home / "models" / "CURRENT").read_text().strip()).is_dir()
+
+        rows = world.events.to_dict("records")
+        events = [row_to_event(r) for r in rows[-60:]]
+        lines = [json.dumps(e) for e in events]
+        # physical lines: good 1..30, blank 31, invalid 32, good 33..47, not JSON 48, good 49..63
+        lines = lines[:30] + ["", json.dumps(_bad_event(rows[-61]))] + lines[30:45] + ['{"event_id": "evt-x", '] + lines[45:]
+        path = home / "events.jsonl"
+        path.write_text("\n".join(lines) + "\n")
+
+        res = _invoke(["score", str(path)])
+        outputs = _json_lines(res.stdout)
+        yield Scored(home=home, path=path, events=events, bad_line=32, nonjson_line=48, outputs=outputs,
+                     good_outputs=[o for o in outputs if "error" not in o], exit_code=res.exit_code,
+                     stored_after_first_run=_count(home, "decisions"))
+
+
+@pytest.fixture
+def home(scored, monkeypatch) -> Path:
+    monkeypatch.setenv("GLASSGATE_HOME", str(scored.home))
+    monkeypatch.delenv("GLASSGATE_DATABASE_URL", raising=False)
+    return scored.home
+
+
+def _check_result(out: dict[str, Any]) -> None:
+    d, e = out["decision"], out["explanation"]
+    assert CONTRACT_DECISION <= set(d), CONTRACT_DECISION - set(d)
+    assert 0.0 <= d["risk"] <= 1.0
+    assert d["outcome"] in RANK
+    assert isinstance(d["rules"], list)
+    assert 0.0 <= d["step_up_at"] < d["deny_at"] <= 1.0
+    assert CONTRACT_EXPLANATION <= set(e), CONTRACT_EXPLANATION - set(e)
+    assert e["factors"] and all(FACTOR_KEYS <= set(f) for f in e["factors"])
+    assert set(e["families"]) == FAMILIES
+    assert {f["family"] for f in e["factors"]} <= FAMILIES
+    assert e["top_family"] in FAMILIES
+    assert e["status"] in ("ok", "partial", "unexplainable")
+    assert isinstance(e["counterfactuals"], list) and isinstance(e["notes"], list)
+    assert abs(e["base_value"] + sum(f["contribution"] for f in e["factors"]) - e["margin"]) < 1e-6
+
+
+# ----------------------------------------------------------------------------- score
+
+
+def test_score_file_one_line_per_input_line_in_order(scored, home):
+    assert scored.exit_code == 1  # because of the two bad lines
+    assert len(scored.outputs) == 62  # 63 physical lines, one blank
+    assert len(scored.good_outputs) == 60
+    assert [o["decision"]["event_id"] for o in scored.good_outputs] == [e["event_id"] for e in scored.events]
+    errors = [(i, o["error"]["line"]) for i, o in enumerate(scored.outputs) if "error" in o]
+    # output index 30 is physical line 32 (after the blank), output index 46 is line 48
+    assert errors == [(30, scored.bad_line), (46, scored.nonjson_line)]
+    for o in scored.good_outputs:
+        _check_result(o)
+        assert o["created"] is True
+
+
+def test_score_names_every_bad_field_of_the_invalid_line(scored, home):
+    err = scored.outputs[30]["error"]
+    assert set(err) >= {"line", "fields", "message"}
+    assert set(err["fields"]) == {"network.lon", "auth.failed_attempts_1h", "surprise"}
+    for f in err["fields"]:
+        assert f in err["message"]
+    nonjson = scored.outputs[46]["error"]
+    assert nonjson["fields"] == [] and "not JSON" in nonjson["message"]
+
+
+def test_score_stores_exactly_the_good_lines(scored, home):
+    assert scored.stored_after_first_run == 60
+    ids = {r[0] for r in _query(home, "SELECT event_id FROM decisions")}
+    assert {e["event_id"] for e in scored.events} <= ids
+    assert BAD_EVENT_ID not in ids
+    assert _query(home, "SELECT count(*) FROM audit_log WHERE kind = 'decision' AND subject_id IN "
+                        "(SELECT decision_id FROM decisions)")[0][0] == len(ids)
+
+
+def test_score_reads_stdin(scored, home, world):
+    rows = world.events.to_dict("records")[1000:1003]
+    events = [row_to_event(r) for r in rows]
+    for e in events:
+        e["event_id"] += "-stdin"
+    before = _count(home, "decisions")
+    res = _invoke(["score", "-"], input="\n".join(json.dumps(e) for e in events) + "\n")
+    assert res.exit_code == 0, res.output
+    outs = _json_lines(res.stdout)
+    assert [o["decision"]["event_id"] for o in outs] == [e["event_id"] for e in events]
+    assert all(o["created"] is True for o in outs)
+    for o in outs:
+        _check_result(o)
+    assert _count(home, "decisions") == before + 3
+
+
+def test_scoring_the_same_file_again_is_idempotent(scored, home):
+    before = _count(home, "decisions")
+    audit_before = _count(home, "audit_log")
+    res = _invoke(["score", str(scored.path)])
+    assert res.exit_code == 1
+    outs = _json_lines(res.stdout)
+    assert [("error" in o) for o in outs] == [("error" in o) for o in scored.outputs]
+    again = [o for o in outs if "error" not in o]
+    assert len(again) == 60
+    for first, second in zip(scored.good_outputs, again, strict=True):
+        assert second["created"] is False
+        assert second["decision"] == first["decision"]
+        assert second["explanation"] == first["explanation"]
+    assert _count(home, "decisions") == before
+    assert _count(home, "audit_log") == audit_before
+
+
+def test_reused_event_id_with_a_changed_body_is_rejected(scored, home):
+    changed = copy.deepcopy(scored.events[0])
+    changed["activity"]["bytes_out"] += 1
+    before, audit_before = _count(home, "decisions"), _count(home, "audit_log")
+    res = _invoke(["score", "-"], input=json.dumps(changed) + "\n")
+    assert res.exit_code == 1
+    (out,) = _json_lines(res.stdout)
+    assert out["error"]["line"] == 1
+    assert out["error"]["fields"] == ["event_id"]
+    assert changed["event_id"] in out["error"]["message"]
+    assert _count(home, "decisions") == before
+    assert _count(home, "audit_log") == audit_before
+    (stored,) = _query(home, "SELECT event FROM decisions WHERE event_id = :e", e=changed["event_id"])
+    event = json.loads(stored[0]) if isinstance(stored[0], str) else stored[0]
+    assert event["activity"]["bytes_out"] == scored.events[0]["activity"]["bytes_out"]
+
+
+# ----------------------------------------------------------------------------- explain, timeline
+
+
+def _riskiest(scored: Scored) -> dict[str, Any]:
+    return max(scored.good_outputs, key=lambda o: o["decision"]["risk"])
+
+
+def test_explain_text_names_outcome_risk_and_top_driver(scored, home):
+    out = _riskiest(scored)
+    d, e = out["decision"], out["explanation"]
+    top = e["factors"][0]
+    assert top["points"] > 0  # the riskiest decision has a driver pushing it up
+    res = _invoke(["explain", d["decision_id"]])
+    assert res.exit_code == 0, res.output
+    assert d["decision_id"] in res.stdout
+    assert SHOWN_OUTCOME[d["outcome"]] in res.stdout
+    for other, shown in SHOWN_OUTCOME.items():
+        if other != d["outcome"]:
+            assert shown not in res.stdout
+    assert f"risk {d['risk']:.2f}" in res.stdout
+    assert top["label"] in res.stdout
+
+
+def test_explain_json_returns_the_record_score_printed(scored, home):
+    for out in (scored.good_outputs[0], _riskiest(scored)):
+        res = _invoke(["explain", out["decision"]["decision_id"], "--json"])
+        assert res.exit_code == 0, res.output
+        got = json.loads(res.stdout)
+        assert got["decision"] == out["decision"]
+        assert got["explanation"] == out["explanation"]
+        assert got["event"]["event_id"] == out["decision"]["event_id"]
+
+
+def test_explain_unknown_id_fails_clearly(home):
+    res = _invoke(["explain", "unknown-id"])
+    assert res.exit_code == 1
+    assert res.stdout == ""
+    assert "no decision 'unknown-id'" in _flat(res.stderr)
+
+
+def test_timeline_deltas_add_up(scored, home):
+    by_session: dict[str, list[dict[str, Any]]] = {}
+    for o in scored.good_outputs:
+        by_session.setdefault(o["decision"]["session_id"], []).append(o["decision"])
+    sid, decisions = max(by_session.items(), key=lambda kv: len(kv[1]))
+    assert len(decisions) >= 3
+    res = _invoke(["timeline", sid, "--json"])
+    assert res.exit_code == 0, res.output
+    t = json.loads(res.stdout)
+    steps = t["steps"]
+    assert t["session_id"] == sid
+    assert {s["decision_id"] for s in steps} == {d["decision_id"] for d in decisions}
+    times = [datetime.fromisoformat(s["timestamp"].replace("Z", "+00:00")) for s in steps]
+    assert times == sorted(times)
+    assert steps[0]["risk_delta"] == 0.0
+    risk = {d["decision_id"]: d["risk"] for d in decisions}
+    for prev, step in zip(steps, steps[1:], strict=False):
+        assert step["risk_delta"] == pytest.approx(risk[step["decision_id"]] - risk[prev["decision_id"]], abs=1e-12)
+        assert abs(sum(step["contribution_deltas"].values()) + step["base_delta"] - step["risk_delta"]) < 1e-9
+
+
+# ----------------------------------------------------------------------------- replay and verdicts
+
+
+def _replay_json(*extra: str) -> dict[str, Any]:
+    res = _invoke(["replay", "--policy", POLICY, "--tier", TIER, "--deny-at", str(NEW_DENY_AT), "--json", *extra])
+    assert res.exit_code == 0, res.output
+    return json.loads(res.stdout)
+
+
+def _brute_force_replay(home: Path, step_up_at: float, deny_at: float) -> dict[str, Any]:
+    rows = _query(home, "SELECT decision_id, risk, outcome, rule_floor, step_up_at FROM decisions "
+                        "WHERE policy_id = :p AND threshold_scope = :s", p=POLICY, s=f"tier:{TIER}")
+    latest = {d: v for d, v in _query(home, "SELECT decision_id, verdict FROM verdicts ORDER BY id")}
+    overall = [[0] * 3 for _ in range(3)]
+    by_verdict: dict[str, list[list[int]]] = {v: [[0] * 3 for _ in range(3)] for v in ("unlabelled", "malicious", "benign")}
+    for decision_id, risk, outcome, rule_floor, stored_step_up in rows:
+        assert stored_step_up == step_up_at
+        threshold = "deny" if risk >= deny_at else "step_up" if risk >= step_up_at else "allow"
+        after = max(RANK[threshold], RANK[rule_floor])
+        overall[RANK[outcome]][after] += 1
+        by_verdict[latest.get(decision_id, "unlabelled")][RANK[outcome]][after] += 1
+    return {"total": len(rows), "matrix": overall, "by_verdict": by_verdict}
+
+
+def test_replay_matches_a_brute_force_recount(scored, home):
+    (entry,) = [t for t in load_policies(POLICY_DIR).get(POLICY).thresholds if t.scope == f"tier:{TIER}"]
+    r = _replay_json()
+    assert (r["policy_id"], r["scope"]) == (POLICY, f"tier:{TIER}")
+    assert r["step_up_at"] == entry.step_up_at and r["deny_at"] == NEW_DENY_AT
+    expected = _brute_force_replay(home, entry.step_up_at, NEW_DENY_AT)
+    assert expected["total"] > 0  # the events file holds restricted-tier decisions
+    assert r["overall"]["total"] == expected["total"]
+    assert r["overall"]["matrix"] == expected["matrix"]
+    assert r["overall"]["changed"] == expected["total"] - sum(expected["matrix"][i][i] for i in range(3))
+    for name, matrix in expected["by_verdict"].items():
+        assert r["by_verdict"][name]["matrix"] == matrix, name
+
+
+def test_replay_text_form(home):
+    res = _invoke(["replay", "--policy", POLICY, "--tier", TIER, "--deny-at", str(NEW_DENY_AT)])
+    assert res.exit_code == 0, res.output
+    assert f"replay {POLICY} tier:{TIER}" in res.stdout and "deny at 0.80" in res.stdout
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--policy", POLICY, "--tier", TIER, "--deny-at", "0.1", "--step-up-at", "0.5"], "step_up_at"),
+    (["--policy", "POL-NOPE-999", "--tier", TIER, "--deny-at", "0.8"], POLICY),
+    (["--policy", POLICY, "--tier", TIER, "--kind", "ot", "--deny-at", "0.8"], "exactly one of --tier or --kind"),
+    (["--policy", POLICY, "--deny-at", "0.8"], "exactly one of --tier or --kind"),
+    (["--policy", POLICY, "--tier", "secret", "--deny-at", "0.8"], "sets no thresholds for tier:secret"),
+])
+def test_replay_refuses_bad_input(home, args, needle):
+    res = _invoke(["replay", *args])
+    assert res.exit_code == 2
+    assert needle in _flat(res.stderr)
+    assert res.stdout == ""
+
+
+def test_replay_unknown_policy_names_the_known_ones(home):
+    res = _invoke(["replay", "--policy", "POL-NOPE-999", "--tier", TIER, "--deny-at", "0.8"])
+    msg = _flat(res.stderr)
+    assert res.exit_code == 2 and "POL-NOPE-999" in msg
+    for doc in load_policies(POLICY_DIR).docs:
+        assert doc.id in msg
+
+
+def test_verdict_feeds_replay(scored, home):
+    restricted = [o["decision"] for o in scored.good_outputs if o["decision"]["threshold_scope"] == f"tier:{TIER}"
+                  and o["decision"]["policy_id"] == POLICY]
+    did = max(restricted, key=lambda d: d["risk"])["decision_id"]
+    assert _query(home, "SELECT count(*) FROM verdicts WHERE decision_id = :d", d=did)[0][0] == 0
+    before = _replay_json()["by_verdict"]["malicious"]["total"]
+    audit_before = _count(home, "audit_log")
+    res = _invoke(["verdict", did, "malicious", "--analyst", "ann"])
+    assert res.exit_code == 0, res.output
+    assert _query(home, "SELECT verdict, analyst FROM verdicts WHERE decision_id = :d", d=did) == [("malicious", "ann")]
+    assert _query(home, "SELECT kind, subject_id FROM audit_log WHERE seq = :s", s=audit_before) == [("verdict", did)]
+    assert _replay_json()["by_verdict"]["malicious"]["total"] == before + 1
+
+
+def test_invalid_verdict_stores_nothing(scored, home):
+    did = scored.good_outputs[1]["decision"]["decision_id"]
+    verdicts, audit = _count(home, "verdicts"), _count(home, "audit_log")
+    res = _invoke(["verdict", did, "evil", "--analyst", "ann"])
+    assert res.exit_code == 2
+    assert "malicious" in _flat(res.stderr) and "benign" in _flat(res.stderr)
+    res = _invoke(["verdict", "dec-does-not-exist", "benign", "--analyst", "ann"])
+    assert res.exit_code == 2
+    assert "dec-does-not-exist" in _flat(res.stderr)
+    assert _count(home, "verdicts") == verdicts
+    assert _count(home, "audit_log") == audit
+
+
+# ----------------------------------------------------------------------------- audit
+
+
+def test_audit_verify_ok(home):
+    res = _invoke(["audit", "verify"])
+    assert res.exit_code == 0, res.output
+    assert res.stdout.startswith("audit ledger OK:")
+    rep = json.loads(_invoke(["audit", "verify", "--json"]).stdout)
+    assert rep["ok"] is True and rep["size"] == _count(home, "audit_log") > 3
+
+
+def test_audit_verify_names_a_tampered_entry(scored, home, tmp_path, monkeypatch):
+    copy_home = tmp_path / "tampered-home"
+    shutil.copytree(scored.home, copy_home)
+    monkeypatch.setenv("GLASSGATE_HOME", str(copy_home))
+    eng = _db(copy_home)
+    with eng.begin() as c:
+        assert c.execute(text("UPDATE audit_log SET payload = :p WHERE seq = 3"),
+                         {"p": json.dumps({"decision": {"outcome": "allow"}})}).rowcount == 1
+    eng.dispose()
+    res = _invoke(["audit", "verify"])
+    assert res.exit_code == 1
+    assert "FAILED at entry 3" in res.stdout
+    rep = json.loads(_invoke(["audit", "verify", "--json"]).stdout)
+    assert rep["ok"] is False and rep["first_bad_seq"] == 3
+    monkeypatch.setenv("GLASSGATE_HOME", str(scored.home))
+    assert _invoke(["audit", "verify"]).exit_code == 0  # the module's home is untouched
+
+
+# ----------------------------------------------------------------------------- demo
+
+
+def _demo(home: Path, monkeypatch):
+    monkeypatch.setenv("GLASSGATE_HOME", str(home))
+    monkeypatch.delenv("GLASSGATE_DATABASE_URL", raising=False)
+    return _invoke(["demo", "--no-serve", "--users", "40", "--days", "8", "--test-days", "2"])
+
+
+@pytest.mark.slow
+def test_demo_builds_and_rebuilds_its_home(tmp_path, monkeypatch):
+    home = tmp_path / "demo-home"
+    res = _demo(home, monkeypatch)
+    assert res.exit_code == 0, res.output
+    assert "audit ledger:" in res.stdout and "verified OK" in res.stdout
+    first = json.loads((home / "demo.json").read_text())["summary"]
+    assert first["audit_ok"] is True
+    assert _count(home, "decisions") == first["decisions"] > 0
+    assert (home / "sample-events.jsonl").is_file()
+
+    res = _demo(home, monkeypatch)
+    assert res.exit_code == 0, res.output
+    assert "verified OK" in res.stdout
+    second = json.loads((home / "demo.json").read_text())["summary"]
+    # rebuilt from scratch, not layered on the first run: same decisions, verdicts and ledger size
+    assert _count(home, "decisions") == second["decisions"] == first["decisions"]
+    assert second["audit_entries"] == first["audit_entries"] == _count(home, "audit_log")
+    assert len([p for p in (home / "models").iterdir() if p.is_dir()]) == 1
+
+
+def test_demo_refuses_a_home_it_did_not_create(tmp_path, monkeypatch):
+    home = tmp_path / "someone-elses-home"
+    home.mkdir()
+    db = home / "glassgate.db"
+    db.write_bytes(b"")
+    res = _demo(home, monkeypatch)
+    assert res.exit_code == 1
+    assert "did not create" in _flat(res.stderr)
+    assert db.is_file() and db.stat().st_size == 0
+    assert sorted(p.name for p in home.iterdir()) == ["glassgate.db"]
