@@ -362,11 +362,11 @@ def batch_features(frame: pd.DataFrame) -> np.ndarray:
     sess_s = pd.Series(sess)
     seen_cols: tuple[tuple[str, str | None], ...] = (
         ("device_seen", "device"), ("country_seen", "country"), ("kind_seen", "kind"), ("asn_seen", None))
-    for name, col in seen_cols:
-        keys = raw["asn"].astype(np.int64) if col is None else frame[col].to_numpy()[order]
+    for seen_name, key_col in seen_cols:
+        keys = raw["asn"].astype(np.int64) if key_col is None else frame[key_col].to_numpy()[order]
         pair = pd.factorize(pd.MultiIndex.from_arrays([users, keys]))[0]
         first_sess = sess_s.groupby(pair).transform("first").to_numpy()
-        hist[name] = (first_sess != sess).astype(np.float64)
+        hist[seen_name] = (first_sess != sess).astype(np.float64)
 
     # Hour-of-day histogram of prior events, window of +-1 hour.
     hour = raw["hour"].astype(np.int64)
