@@ -7,15 +7,15 @@ measured in the same run; nothing asserts on timings.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
+import functools
 import json
 import os
 import platform
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +27,11 @@ from threadpoolctl import ThreadpoolController
 from knowledge import POLICY_DIR
 from risk.audit import Ledger
 from risk.counterfactual import find_counterfactuals
-from risk.engine import DecisionEngine, context_for
+from risk.engine import DecisionEngine, context_for, signals_for
 from risk.events import parse_event
 from risk.explain import TreeShap, family_sums, to_points
 from risk.features import SessionState, UserProfile, batch_features, event_row, featurize_online, warm_profiles
-from risk.model import sigmoid
+from risk.model import RiskModel, sigmoid
 from risk.policy import load_policies, outcomes_for
 from risk.replay import replay
 from risk.store.db import make_engine, session_factory
@@ -41,15 +41,11 @@ from risk.store.schema import ProfileRow, SessionRow
 from risk.synth import ATTACKS, generate_world, row_to_event
 from risk.training import train_on_world
 
-SIZES = {"full": dict(events=1000, warmup=50, batch=20_000, naive=500, replay=1_000_000, synth=(3300, 40)),
-         "quick": dict(events=100, warmup=10, batch=2_000, naive=100, replay=100_000, synth=(330, 40))}
+SIZES = {"full": dict(events=1000, warmup=50, parts=400, batch=20_000, naive=500, replay=1_000_000, synth=(3300, 40)),
+         "quick": dict(events=100, warmup=10, parts=100, batch=2_000, naive=100, replay=100_000, synth=(330, 40))}
 BLOCK = 50  # events per block when alternating thread-pool settings
-NEW_THRESHOLDS = dict(policy_id="POL-ACCESS-001", scope="tier:confidential", step_up_at=0.45, deny_at=0.85)
-
-
-def log(msg: str) -> None:
-    """Write a progress line to stderr."""
-    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+log = functools.partial(print, "[bench]", file=sys.stderr, flush=True)  # progress goes to stderr
+NEW_THRESHOLDS: dict[str, Any] = dict(policy_id="POL-ACCESS-001", scope="tier:confidential", step_up_at=0.45, deny_at=0.85)
 
 
 def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
@@ -65,11 +61,10 @@ def summary_ms(samples: list[float]) -> dict[str, float]:
             "mean": round(float(a.mean()), 3)}
 
 
-def bench_online(tmp: Path, sz: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], Any]:
+def bench_online(tmp: Path, sz: dict[str, Any]) -> tuple[dict[str, Any], tuple[RiskModel, np.ndarray], Any]:
     """Single-event score+explain latency through the real engine, and where one event's time goes.
 
-    Blocks of events alternate default thread pools with OpenMP/BLAS capped at one thread (same load
-    for both). Returns the figures, the model and feature matrix, and the store's session factory.
+    Returns the figures, ``(model, X)`` for the batch benchmark, and the store's session factory.
     """
     policy = load_policies(POLICY_DIR)
     world, t_gen = timed(lambda: generate_world(users=200, days=21, seed=3))
@@ -91,60 +86,73 @@ def bench_online(tmp: Path, sz: dict[str, Any]) -> tuple[dict[str, Any], dict[st
         engine.score(raw)
     log(f"timing 2 x {sz['events']} single-event engine.score calls")
     lat: dict[str, list[float]] = {"default": [], "one_thread": []}
-    outcomes, pools = [], ThreadpoolController()
-    for b, start in enumerate(range(sz["warmup"], len(raws), BLOCK)):
-        mode = "one_thread" if b % 2 else "default"
-        with pools.limit(limits=1) if b % 2 else contextlib.nullcontext():
-            for raw in raws[start : start + BLOCK]:
-                res, dt = timed(lambda raw=raw: engine.score(raw))
-                lat[mode].append(dt)
-                outcomes.append(res.decision["outcome"])
-    means, total = time_parts(engine, raws, *copy.deepcopy((profiles, states)), sz["warmup"]), summary_ms(lat["default"])
-    means["rest_db_explanation_audit"] = round(total["mean"] - sum(v for k, v in means.items() if "_of_which" not in k), 3)
-    return {**total, "one_thread_pools": summary_ms(lat["one_thread"]),
-            "outcomes": {o: outcomes.count(o) for o in sorted(set(outcomes))}, "parts_mean_ms_default_pools": means,
-            "setup_s": {"generate_world": round(t_gen, 2), "train": round(t_train, 2), "warm_profiles": round(t_warm, 2)},
-            "world_events": len(world.events)}, {"model": model, "X": X}, sessions
+    outcomes, ctl = [], ThreadpoolController()
+    for mode, chunk in blocks(raws[sz["warmup"]:], ctl):
+        for raw in chunk:
+            res, dt = timed(functools.partial(engine.score, raw))
+            lat[mode].append(dt)
+            outcomes.append(res.decision["outcome"])
+    parts = time_parts(engine, raws[: sz["warmup"]], raws[sz["warmup"] : sz["warmup"] + sz["parts"]],
+                       *copy.deepcopy((profiles, states)), ctl)
+    totals = {mode: summary_ms(v) for mode, v in lat.items()}
+    for mode, means in parts.items():
+        means["rest_db_explanation_audit"] = round(
+            totals[mode]["mean"] - sum(v for k, v in means.items() if "_of_which" not in k), 3)
+    return {**totals["default"], "one_thread_pools": totals["one_thread"], "parts_mean_ms": parts,
+            "outcomes": {o: outcomes.count(o) for o in sorted(set(outcomes))},
+            "setup_s": {"world_events": len(world.events), "generate_world": round(t_gen, 2), "train": round(t_train, 2),
+                        "warm_profiles": round(t_warm, 2)}}, (model, X), sessions
 
 
-def time_parts(engine: DecisionEngine, raws: list[dict[str, Any]], profiles: dict[str, UserProfile],
-               states: dict[str, SessionState], skip: int) -> dict[str, float]:
-    """Mean ms of each step of a decision, in memory outside the engine (mutates profiles/states; skip warm-up)."""
+def blocks(items: list[Any], ctl: ThreadpoolController) -> Iterator[tuple[str, list[Any]]]:
+    """Yield ``(mode, block)``: blocks alternate default thread pools with OpenMP/BLAS capped at one thread.
+
+    The cap holds while the caller handles the block, so both modes see the same machine load.
+    """
+    for b, start in enumerate(range(0, len(items), BLOCK)):
+        with ctl.limit(limits=1 if b % 2 else None):
+            yield ("one_thread" if b % 2 else "default"), items[start : start + BLOCK]
+
+
+def time_parts(engine: DecisionEngine, warm: list[Any], measured: list[Any], profiles: dict[str, UserProfile],
+               states: dict[str, SessionState], ctl: ThreadpoolController) -> dict[str, dict[str, float]]:
+    """Mean ms per step of a decision, per thread-pool mode, outside the engine and its DB (mutates profiles)."""
     model, policy = engine.model, engine.policy
-    parts: dict[str, list[float]] = {}
+    laps: dict[str, dict[str, list[float]]] = {"default": {}, "one_thread": {}, "warm": {}}
 
-    def lap(part: str, fn: Callable[[], Any]) -> Any:
+    def lap(mode: str, part: str, fn: Callable[[], Any]) -> Any:
         out, dt = timed(fn)
-        parts.setdefault(part, []).append(dt)
+        laps[mode].setdefault(part, []).append(dt)
         return out
-    for raw in raws:
-        ev = lap("parse", lambda raw=raw: parse_event(raw))
+
+    def decide(raw: dict[str, Any], m: str) -> None:
+        ev = lap(m, "parse", lambda: parse_event(raw))
         p = profiles.setdefault(ev.user.id, UserProfile(ev.user.id))
         st = states.setdefault(ev.session_id, SessionState(ev.session_id, ev.user.id))
-        x = lap("featurize", lambda ev=ev, p=p, st=st: featurize_online(event_row(ev), p, st))
-        _, margin = lap("shap_contributions", lambda x=x: engine.shap.contributions(x[None, :]))
-        lap("shap_of_which_model_margin", lambda x=x: model.margin(x[None, :]))
-        ctx = context_for(ev)
-        signals = {**dict(zip(model.feature_names, x.tolist(), strict=True)), **ctx}
-        pd_ = lap("policy", lambda m=float(margin[0]), sg=signals: policy.decide(risk=float(sigmoid(m)), signals=sg))
-        lap("counterfactual", lambda x=x, pd_=pd_, ctx=ctx: find_counterfactuals(
-            x=x, outcome=pd_.outcome, context=ctx, model=model, policy=policy))
-    return {k: round(float(np.mean(v[skip:])) * 1000, 3) for k, v in parts.items()}
+        x = lap(m, "featurize", lambda: featurize_online(event_row(ev), p, st))
+        _, margin = lap(m, "shap_contributions", lambda: engine.shap.contributions(x[None, :]))
+        lap(m, "shap_of_which_model_margin", lambda: model.margin(x[None, :]))
+        pd_ = lap(m, "policy", lambda: policy.decide(risk=float(sigmoid(margin[0])), signals=signals_for(ev, x)))
+        lap(m, "counterfactual", lambda: find_counterfactuals(x=x, outcome=pd_.outcome, context=context_for(ev),
+                                                             model=model, policy=policy))
+    for raw in warm:
+        decide(raw, "warm")
+    for mode, chunk in blocks(measured, ctl):
+        for raw in chunk:
+            decide(raw, mode)
+    return {m: {k: round(float(np.mean(v)) * 1000, 3) for k, v in laps[m].items()} for m in ("default", "one_thread")}
 
 
-def bench_batch_explain(model: Any, X: np.ndarray, sz: dict[str, Any]) -> dict[str, Any]:
+def bench_batch_explain(model: RiskModel, X: np.ndarray, sz: dict[str, Any]) -> dict[str, Any]:
     """Our batched TreeSHAP path against shap called naively one row at a time."""
     log("batch explanations")
     Xb = np.resize(X, (sz["batch"], X.shape[1]))  # repeats rows if the world is smaller than the batch
     ours, t_init = timed(lambda: TreeShap(model))
     ours.contributions(Xb[:10])
-
-    def our_path() -> tuple[np.ndarray, np.ndarray]:
-        phi, margin = ours.contributions(Xb)
-        pts = to_points(phi, ours.base_value, margin)
-        family_sums(phi), family_sums(pts)
-        return phi, margin
-    (phi, margin), t_ours = timed(our_path)
+    t0 = time.perf_counter()
+    phi, margin = ours.contributions(Xb)
+    family_sums(phi), family_sums(to_points(phi, ours.base_value, margin))
+    t_ours = time.perf_counter() - t0
     err_ours = float(np.max(np.abs(ours.base_value + phi.sum(axis=1) - margin)))
     explainer, Xn = shap.TreeExplainer(model.clf), Xb[: sz["naive"]]
     base, _ = float(np.asarray(explainer.expected_value).reshape(-1)[0]), explainer.shap_values(Xn[:1])
@@ -153,9 +161,8 @@ def bench_batch_explain(model: Any, X: np.ndarray, sz: dict[str, Any]) -> dict[s
     ours_rps, naive_rps = len(Xb) / t_ours, len(Xn) / t_naive
     return {"ours": {"rows": len(Xb), "seconds": round(t_ours, 3), "rows_per_s": round(ours_rps, 1),
                      "explainer_init_s": round(t_init, 3), "max_additivity_error": err_ours},
-            "baseline_shap_row_by_row": {"rows": len(Xn), "seconds": round(t_naive, 3),
-                                         "rows_per_s": round(naive_rps, 1), "max_additivity_error": err_naive,
-                                         "call": "TreeExplainer(model.clf).shap_values(x[None, :]), default args"},
+            "baseline_shap_row_by_row": {"rows": len(Xn), "seconds": round(t_naive, 3), "rows_per_s": round(naive_rps, 1),
+                                         "max_additivity_error": err_naive, "call": "shap_values(x[None, :])"},
             "speedup_ours_over_baseline": round(ours_rps / naive_rps, 1)}
 
 
@@ -173,8 +180,7 @@ def synthetic_frame(n: int, seed: int = 0) -> dict[str, np.ndarray]:
 
 def naive_replay(frame: dict[str, np.ndarray], step_up_at: float, deny_at: float) -> dict[str, Any]:
     """The replay as a plain Python loop (the baseline): transition counts overall, by verdict and attack."""
-    overall = [[0] * 3 for _ in range(3)]
-    by_verdict = {v: [[0] * 3 for _ in range(3)] for v in range(3)}
+    overall, by_verdict = [[0] * 3 for _ in range(3)], {v: [[0] * 3 for _ in range(3)] for v in range(3)}
     by_attack: dict[str, list[list[int]]] = {}
     cols = [frame[k].tolist() for k in ("risk", "outcome", "rule_floor", "verdict", "attack_type")]
     for r, before, floor, v, a in zip(*cols, strict=True):
@@ -189,28 +195,22 @@ def naive_replay(frame: dict[str, np.ndarray], step_up_at: float, deny_at: float
 def bench_replay(sessions: Any, sz: dict[str, Any]) -> dict[str, Any]:
     """Vectorised replay over a large synthetic frame, a pure-Python baseline, and a real-store load."""
     log("replay")
-    n = sz["replay"]
-    frame = synthetic_frame(n)
+    frame = synthetic_frame(n := sz["replay"])
     runs = [timed(lambda: replay(frame, **NEW_THRESHOLDS))[1] for _ in range(3)]
     k = min(n, 100_000)
     sub = {c: v[:k] for c, v in frame.items()}  # the baseline runs on the first k rows
     naive, t_naive = timed(lambda: naive_replay(sub, NEW_THRESHOLDS["step_up_at"], NEW_THRESHOLDS["deny_at"]))
     vec = replay(sub, **NEW_THRESHOLDS)
-    agree = naive["overall"] == vec.overall.matrix and all(
-        naive["by_attack"][a] == t.matrix for a, t in vec.by_attack_type.items())
-    loads, rows = [], 0
-    with sessions() as s:
-        for t in load_policies(POLICY_DIR).scopes():
-            f, dt = timed(lambda t=t: replay_frame(s, policy_id=t.policy_id, scope=t.scope))
-            loads.append(dt)
-            rows += len(f["risk"])
-    return {"rows": n, "best_of_3_s": round(min(runs), 4), "median_s": round(float(np.median(runs)), 4),
-            "rows_per_s": round(n / min(runs)),
-            "baseline_python_loop": {"measured_rows": k, "measured_s": round(t_naive, 3),
+    agree = (naive["overall"], naive["by_attack"]) == (vec.overall.matrix, {a: t.matrix for a, t in vec.by_attack_type.items()})
+    with sessions() as s:  # one frame per threshold scope: together, every stored decision
+        frames, t_load = timed(lambda: [replay_frame(s, policy_id=t.policy_id, scope=t.scope)
+                                        for t in load_policies(POLICY_DIR).scopes()])
+    rows = sum(len(f["risk"]) for f in frames)
+    return {"rows": n, "best_of_3_s": round(min(runs), 4), "median_s": round(float(np.median(runs)), 4), "rows_per_s":
+            round(n / min(runs)), "baseline_python_loop": {"measured_rows": k, "measured_s": round(t_naive, 3),
                                      "extrapolated_to_rows": n, "extrapolated_s": round(t_naive * n / k, 2),
                                      "label": f"extrapolated linearly from {k:,} rows", "matches_vectorised": agree},
-            "load_from_sqlite": {"rows": rows, "seconds": round(sum(loads), 4), "scopes": len(loads),
-                                 "rows_per_s": round(rows / sum(loads)) if sum(loads) else None}}
+            "load_from_sqlite": {"rows": rows, "seconds": round(t_load, 4), "rows_per_s": round(rows / t_load)}}
 
 
 def bench_synth(sz: dict[str, Any]) -> dict[str, Any]:
@@ -219,26 +219,25 @@ def bench_synth(sz: dict[str, Any]) -> dict[str, Any]:
     world, t_gen = timed(lambda: generate_world(users=users, days=days, seed=1))
     log(f"synth: {(n := len(world.events))} events in {t_gen:.1f}s; featurizing")
     _, t_feat = timed(lambda: batch_features(world.events))
-    return {"users": users, "days": days, "events": n, "generate_s": round(t_gen, 2),
-            "generate_events_per_s": round(n / t_gen), "batch_features_s": round(t_feat, 2),
-            "batch_features_rows_per_s": round(n / t_feat)}
+    return {"users": users, "days": days, "events": n, "generate_s": round(t_gen, 2), "generate_events_per_s": round(n / t_gen),
+            "batch_features_s": round(t_feat, 2), "batch_features_rows_per_s": round(n / t_feat)}
 
 
 def main(argv: list[str] | None = None) -> None:
     """Run every benchmark and print one JSON object."""
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
-    args = ap.parse_args(argv)
-    sz, t0, load0 = SIZES["quick" if args.quick else "full"], time.perf_counter(), os.getloadavg()
+    mode = "quick" if ap.parse_args(argv).quick else "full"
+    sz, t0, load0 = SIZES[mode], time.perf_counter(), os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="glassgate-bench-") as d:
         latency, explain_in, sessions = bench_online(Path(d), sz)
-        batch = bench_batch_explain(explain_in["model"], explain_in["X"], sz)
+        batch = bench_batch_explain(*explain_in, sz)
         rep = bench_replay(sessions, sz)
     syn = bench_synth(sz)
-    out = {"mode": "quick" if args.quick else "full",
-           "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
-                       "sklearn": sklearn.__version__, "shap": shap.__version__, "platform": platform.platform(),
-                       "loadavg_1m_start_end": [round(load0[0], 2), round(os.getloadavg()[0], 2)]},
+    out = {"mode": mode, "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(),
+                                     "platform": platform.platform(), "numpy": np.__version__,
+                                     "sklearn": sklearn.__version__, "shap": shap.__version__,
+                                     "loadavg_1m_start_end": [round(load0[0], 2), round(os.getloadavg()[0], 2)]},
            "notes": ("figures are from a shared 2-core machine (other jobs may run; see loadavg); treat them as "
                      "orders of magnitude, not SLOs. Latency parts are timed in a separate in-memory pass; "
                      "'rest' is the engine mean minus those parts (DB, explanation assembly, audit)."),

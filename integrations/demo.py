@@ -54,9 +54,14 @@ def run_demo(rt: Runtime, *, users: int, days: int, seed: int, test_days: int, s
     reset_home(rt)
     now = rt.clock()  # type: ignore[operator]
     adv = stage("generating the organisation and its traffic", 100)
-    world = generate_world(users=users, days=days, seed=seed, start=world_start_for(now, days),
-                           progress=lambda _s, f: adv(int(f * 100) - getattr(adv, "done", 0)))
-    adv(0)
+    shown = [0]
+
+    def on_generate(_step: str, frac: float) -> None:
+        pct = int(frac * 100)
+        adv(pct - shown[0])
+        shown[0] = pct
+
+    world = generate_world(users=users, days=days, seed=seed, start=world_start_for(now, days), progress=on_generate)
     trees = stage("training the risk model (200 trees, monotone constraints)", 100)
     last = [0]
 

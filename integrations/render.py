@@ -6,6 +6,7 @@ from typing import Any
 
 FAMILY_NAMES = {"identity": "identity confidence", "device": "device posture", "behavior": "session behavior",
                 "network": "network context"}
+MIN_POINTS = 0.001  # smaller contributions are noise to a reader (they stay in the JSON record)
 VERB = {"allow": "ALLOWED", "step_up": "STEP-UP REQUIRED", "deny": "DENIED"}
 
 
@@ -19,11 +20,12 @@ def explanation_text(d: dict[str, Any], e: dict[str, Any], *, top: int = 5) -> s
     ]
     lines += [f"    - {c}" for c in e["crossed"]]
     lines.append(f"  drivers (probability points; base risk {e['base_risk']:.3f}):")
-    for f in e["factors"][:top]:
-        if f["points"] <= 0:
-            break
+    raising = [f for f in e["factors"][:top] if f["points"] >= MIN_POINTS]
+    if not raising:
+        lines.append(f"    (no signal raised the risk by {MIN_POINTS} or more)")
+    for f in raising:
         lines.append(f"    + {f['label']}: {f['display']}  {f['points']:+.3f}  [{f['family']}]")
-    lowering = [f for f in reversed(e["factors"]) if f["points"] < 0][:2]
+    lowering = [f for f in reversed(e["factors"]) if f["points"] <= -MIN_POINTS][:2]
     for f in lowering:
         lines.append(f"    - {f['label']}: {f['display']}  {f['points']:+.3f}  [{f['family']}]")
     fam = ", ".join(f"{FAMILY_NAMES[k]} {v:+.2f}" for k, v in sorted(e["family_points"].items(), key=lambda kv: -kv[1]))
@@ -44,7 +46,7 @@ def timeline_text(t: dict[str, Any]) -> str:
     for s in t["steps"]:
         lines.append(f"  {s['timestamp'][:19]}  {s['outcome']:<8} risk {s['risk']:.2f} ({s['risk_delta']:+.2f})  "
                      f"{s['resource_id']:<16} {s['summary']}")
-        for c in s["changes"][1:4]:
+        for c in [c for c in s["changes"][1:] if abs(c["points_delta"]) >= 0.005][:3]:
             lines.append(f"{'':>40}also: {c['label']} {c['before']} -> {c['after']} ({c['points_delta']:+.2f})")
     return "\n".join(lines)
 

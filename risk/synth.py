@@ -90,7 +90,10 @@ ATTACKS: dict[str, Family] = {
     "bulk_export": Family.BEHAVIOR,
     "ot_privilege_misuse": Family.BEHAVIOR,
 }
-BENIGN_UNUSUAL = ("travel_vpn", "new_laptop", "oncall_night")
+# Benign but unusual: the look-alikes that keep a risk model honest (labelled benign).
+BENIGN_UNUSUAL = ("travel_vpn", "new_laptop", "oncall_night", "personal_travel", "forgot_password",
+                  "quarter_end_export", "cloud_workstation")
+TRAVEL = ("travel_vpn", "personal_travel")
 UA = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64)", "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5)",
       "Mozilla/5.0 (X11; Linux x86_64)")
 MFA_CODES = np.array(["none", "sms", "push", "totp", "webauthn"], dtype=object)
@@ -216,25 +219,29 @@ def generate_world(*, users: int = 300, days: int = 28, seed: int = 7, start: da
         a["n"] = rng.integers(2, 7, len(a))
         extra.append(a)
     unusual = []
+    role_of = u["role"].to_numpy()[eligible["uid"]]
+    pools = {"oncall_night": eligible[u["oncall"].to_numpy()[eligible["uid"]]],
+             "quarter_end_export": eligible[np.isin(role_of, ["finance-analyst", "finance-admin", "sales"])],
+             "cloud_workstation": eligible[np.isin(role_of, ["engineer", "sre"])]}
     for scenario in BENIGN_UNUSUAL:
-        pool = eligible[u["oncall"].to_numpy()[eligible["uid"]]] if scenario == "oncall_night" else eligible
-        b = _pick(rng, pool, per_type * 2).copy()
+        if scenario in TRAVEL:
+            continue  # travel relocates existing sessions, below
+        b = _pick(rng, pools.get(scenario, eligible), per_type * 2).copy()
         b["scenario"] = scenario
         b["anchor_end"] = np.nan
         if scenario == "oncall_night":
             off = np.array([CITIES[c][4] for c in u["city"].to_numpy()[b["uid"]]], dtype=float)
             b["t0"] = np.floor(b["t0"] / 86400.0) * 86400.0 + (rng.uniform(0.0, 5.0, len(b)) - off) * 3600.0
-        if scenario == "travel_vpn":
-            continue  # travel relocates existing sessions, below
         unusual.append(b)
-    # Travellers: two and a half days abroad on the corporate VPN, after a night without sessions.
-    travel = _pick(rng, eligible, per_type // 2)
+    # Travellers: two and a half days abroad (on the corporate VPN, or not), after a night without sessions.
     uid_all, t_all = sess["uid"].to_numpy(), sess["t0"].to_numpy()
     drop = np.zeros(len(sess), dtype=bool)
-    for tu, tt in zip(travel["uid"].to_numpy(), travel["t0"].to_numpy(), strict=True):
-        mine = uid_all == tu
-        drop |= mine & (t_all >= tt - 16 * 3600) & (t_all < tt)
-        sess.loc[mine & (t_all >= tt) & (t_all < tt + 2.5 * 86400), "scenario"] = "travel_vpn"
+    for scenario in TRAVEL:
+        travel = _pick(rng, eligible, per_type // 2)
+        for tu, tt in zip(travel["uid"].to_numpy(), travel["t0"].to_numpy(), strict=True):
+            mine = uid_all == tu
+            drop |= mine & (t_all >= tt - 16 * 3600) & (t_all < tt)
+            sess.loc[mine & (t_all >= tt) & (t_all < tt + 2.5 * 86400), "scenario"] = scenario
     sess.loc[drop, "n"] = 0  # kept as empty rows so that anchors stay valid
     # Posture degradation happens inside an existing benign session: mark that session itself.
     posture = extra.pop(list(ATTACKS).index("posture_degraded"))
@@ -278,17 +285,19 @@ def _fill_events(rng: np.random.Generator, u: pd.DataFrame, s: pd.DataFrame, sid
     asn = np.where(where == 0, u["isp_asn"].to_numpy()[uid], CORP_ASN)
     is_vpn = (where == 2).astype(float)
     is_tor = np.zeros(n)
-    is_hosting = np.zeros(n)
     far = rng.integers(len(FAR_CITIES), size=len(s))[sid]
     far_lat, far_lon = np.array([c[2] for c in FAR_CITIES])[far], np.array([c[3] for c in FAR_CITIES])[far]
     far_cc = np.array([c[1] for c in FAR_CITIES], dtype=object)[far]
     far_asn = np.array([c[5][0] for c in FAR_CITIES])[far]
-    away = is_["impossible_travel"] | is_["travel_vpn"]
+    away = is_["impossible_travel"] | is_["travel_vpn"] | is_["personal_travel"]
     lat, lon = np.where(away, far_lat, lat), np.where(away, far_lon, lon)
     country = np.where(away, far_cc, country)
-    asn = np.where(is_["impossible_travel"], far_asn, asn)
+    asn = np.where(is_["impossible_travel"] | is_["personal_travel"], far_asn, asn)
     asn = np.where(is_["travel_vpn"], CORP_ASN, asn)
-    is_vpn = np.where(is_["travel_vpn"], 1.0, np.where(is_["impossible_travel"], 0.0, is_vpn))
+    is_vpn = np.where(is_["travel_vpn"], 1.0, np.where(is_["impossible_travel"] | is_["personal_travel"], 0.0, is_vpn))
+    cloud = is_["cloud_workstation"]  # engineers working from a cloud dev box
+    asn = np.where(cloud, HOSTING_ASNS[0], asn)
+    is_hosting = np.where(cloud, 1.0, 0.0)
     replay_tor = rng.random(len(s))[sid] < 0.4
     replay_rows = is_["token_replay"]
     asn = np.where(replay_rows, np.where(replay_tor, rng.choice(TOR_ASNS, n), rng.choice(HOSTING_ASNS, n)), asn)
@@ -311,6 +320,9 @@ def _fill_events(rng: np.random.Generator, u: pd.DataFrame, s: pd.DataFrame, sid
     failed = np.where(rng.random(n) < 0.04, rng.integers(1, 3, n), 0).astype(float)
     failed = np.where(is_["mfa_fatigue"], rng.integers(8, 26, n), failed)
     failed = np.where(stuffing, rng.integers(6, 40, n), failed)
+    forgot = is_["forgot_password"]  # a few wrong passwords, then a strong factor
+    failed = np.where(forgot, rng.integers(2, 8, len(s))[sid], failed)
+    mfa = np.where(forgot & (mfa < 3), 3.0, mfa)
     privileged = u["privileged"].to_numpy()[uid].astype(float)
 
     # Device posture.
@@ -349,12 +361,8 @@ def _fill_events(rng: np.random.Generator, u: pd.DataFrame, s: pd.DataFrame, sid
     resource = np.array(all_res, dtype=object)[res]
     kind = np.array([RESOURCES[r][0] for r in all_res], dtype=object)[res]
     sens = np.array([RESOURCES[r][1] for r in all_res], dtype=object)[res]
-    act = np.where(pick < 0.0, 2, np.where(rng.random(n) < 0.8, 0, np.where(rng.random(n) < 0.9, 1, 2)))
-    act = np.where(is_["bulk_export"], 2, act)
-    act = np.where(is_["ot_privilege_misuse"], 2, act)
-    action_names = np.array(["read", "write", "export"], dtype=object)
-    action = action_names[act]
-    action = np.where(is_["ot_privilege_misuse"], "configure", action)
+    act = np.where(rng.random(n) < 0.8, 0, np.where(rng.random(n) < 0.9, 1, 2))
+    act = np.where(is_["bulk_export"] | is_["ot_privilege_misuse"], 2, act)
     rate = u["rate_base"].to_numpy()[uid] * rng.lognormal(0, 0.35, n)
     volume = u["bytes_base"].to_numpy()[uid] * rng.lognormal(0, 0.8, n)
     distinct = rng.integers(1, 6, n).astype(float)
@@ -362,6 +370,12 @@ def _fill_events(rng: np.random.Generator, u: pd.DataFrame, s: pd.DataFrame, sid
     rate = np.where(be, rate * rng.uniform(15, 80, n), rate)
     volume = np.where(be, volume * rng.uniform(200, 3000, n), volume)
     distinct = np.where(be, rng.integers(15, 60, n), distinct)
+    qe = is_["quarter_end_export"]  # month-end reporting: big but in working hours, on the usual systems
+    act = np.where(qe & (rng.random(n) < 0.6), 2, act)
+    rate = np.where(qe, rate * rng.uniform(2, 8, n), rate)
+    volume = np.where(qe, volume * rng.uniform(10, 150, n), volume)
+    action = np.array(["read", "write", "export"], dtype=object)[act]
+    action = np.where(is_["ot_privilege_misuse"], "configure", action)
 
     # Optional signals go missing now and then: missing is reported, never assumed benign.
     miss_loc = rng.random(n) < 0.03

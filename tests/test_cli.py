@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -65,7 +66,8 @@ def _count(home: Path, table: str) -> int:
 
 
 def _json_lines(stdout: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in stdout.splitlines() if line.strip()]
+    """Every stdout line is one JSON object (a blank or partial line fails here)."""
+    return [json.loads(line) for line in stdout.splitlines()]
 
 
 def _flat(s: str) -> str:
@@ -93,7 +95,7 @@ def world():
 
 
 @pytest.fixture(scope="module")
-def scored(tmp_path_factory, world) -> Scored:
+def scored(tmp_path_factory, world) -> Iterator[Scored]:
     home = tmp_path_factory.mktemp("glassgate-home")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GLASSGATE_HOME", str(home))
@@ -103,11 +105,15 @@ def scored(tmp_path_factory, world) -> Scored:
         assert (home / "models" / "CURRENT").is_file()
         assert (home / "models" / (home / "models" / "CURRENT").read_text().strip()).is_dir()
 
-        rows = world.events.to_dict("records")
-        events = [row_to_event(r) for r in rows[-60:]]
+        # The later days' attacks (they cross thresholds and hard rules) and the last 45 events, in time order.
+        ev = world.events
+        picked = sorted(set(ev.index[(ev["label"] == 1) & (ev.index >= 3300) & (ev.index < 4300)]) | set(ev.index[-45:]))
+        assert len(picked) > 55
+        rows = ev.to_dict("records")
+        events = [row_to_event(rows[i]) for i in picked]
         lines = [json.dumps(e) for e in events]
-        # physical lines: good 1..30, blank 31, invalid 32, good 33..47, not JSON 48, good 49..63
-        lines = lines[:30] + ["", json.dumps(_bad_event(rows[-61]))] + lines[30:45] + ['{"event_id": "evt-x", '] + lines[45:]
+        # physical lines: good 1..30, blank 31, invalid 32, good 33..47, not JSON 48, the other good ones after
+        lines = lines[:30] + ["", json.dumps(_bad_event(rows[picked[0] - 1]))] + lines[30:45] + ['{"event_id": "evt-x", '] + lines[45:]
         path = home / "events.jsonl"
         path.write_text("\n".join(lines) + "\n")
 
@@ -147,8 +153,8 @@ def _check_result(out: dict[str, Any]) -> None:
 
 def test_score_file_one_line_per_input_line_in_order(scored, home):
     assert scored.exit_code == 1  # because of the two bad lines
-    assert len(scored.outputs) == 62  # 63 physical lines, one blank
-    assert len(scored.good_outputs) == 60
+    assert len(scored.outputs) == len(scored.events) + 2  # every non-empty line; the blank one gets none
+    assert len(scored.good_outputs) == len(scored.events)
     assert [o["decision"]["event_id"] for o in scored.good_outputs] == [e["event_id"] for e in scored.events]
     errors = [(i, o["error"]["line"]) for i, o in enumerate(scored.outputs) if "error" in o]
     # output index 30 is physical line 32 (after the blank), output index 46 is line 48
@@ -169,7 +175,7 @@ def test_score_names_every_bad_field_of_the_invalid_line(scored, home):
 
 
 def test_score_stores_exactly_the_good_lines(scored, home):
-    assert scored.stored_after_first_run == 60
+    assert scored.stored_after_first_run == len(scored.events)
     ids = {r[0] for r in _query(home, "SELECT event_id FROM decisions")}
     assert {e["event_id"] for e in scored.events} <= ids
     assert BAD_EVENT_ID not in ids
@@ -201,7 +207,7 @@ def test_scoring_the_same_file_again_is_idempotent(scored, home):
     outs = _json_lines(res.stdout)
     assert [("error" in o) for o in outs] == [("error" in o) for o in scored.outputs]
     again = [o for o in outs if "error" not in o]
-    assert len(again) == 60
+    assert len(again) == len(scored.events)
     for first, second in zip(scored.good_outputs, again, strict=True):
         assert second["created"] is False
         assert second["decision"] == first["decision"]
@@ -225,6 +231,44 @@ def test_reused_event_id_with_a_changed_body_is_rejected(scored, home):
     (stored,) = _query(home, "SELECT event FROM decisions WHERE event_id = :e", e=changed["event_id"])
     event = json.loads(stored[0]) if isinstance(stored[0], str) else stored[0]
     assert event["activity"]["bytes_out"] == scored.events[0]["activity"]["bytes_out"]
+
+
+@pytest.mark.xfail(strict=True, raises=UnicodeDecodeError,
+                   reason="bug: integrations/cli.py _lines decodes the file as strict UTF-8, so one undecodable "
+                          "line aborts the run with a traceback and no output line for any line, instead of an "
+                          "error line for that line")
+def test_score_reports_an_undecodable_line_like_any_other_bad_line(home, world, tmp_path):
+    ev = row_to_event(world.events.to_dict("records")[2000])
+    ev["event_id"] += "-utf8"
+    path = tmp_path / "mixed.jsonl"
+    path.write_bytes(json.dumps(ev).encode() + b"\n" + b'\xff\xfe{"event_id": "x"}\n')
+    res = _invoke(["score", str(path)])
+    assert res.exit_code == 1
+    good, bad = _json_lines(res.stdout)
+    assert good["decision"]["event_id"] == ev["event_id"]
+    assert bad["error"]["line"] == 2
+
+
+def test_score_without_a_model_fails_clearly(tmp_path, monkeypatch):
+    monkeypatch.setenv("GLASSGATE_HOME", str(tmp_path))
+    monkeypatch.delenv("GLASSGATE_DATABASE_URL", raising=False)
+    path = tmp_path / "one.jsonl"
+    path.write_text("{}\n")
+    res = _invoke(["score", str(path)])
+    assert res.exit_code == 1
+    assert "no trained model" in _flat(res.stderr) and "glassgate demo --no-serve" in _flat(res.stderr)
+
+
+@pytest.mark.xfail(strict=True, reason="bug: Runtime.engine builds the sessions (creating and migrating glassgate.db) "
+                                       "before loading the model, so a failed `score` leaves a database behind and "
+                                       "the `glassgate demo --no-serve` it recommends then refuses the home")
+def test_score_without_a_model_leaves_the_home_as_it_was(tmp_path, monkeypatch):
+    monkeypatch.setenv("GLASSGATE_HOME", str(tmp_path))
+    monkeypatch.delenv("GLASSGATE_DATABASE_URL", raising=False)
+    path = tmp_path / "one.jsonl"
+    path.write_text("{}\n")
+    assert _invoke(["score", str(path)]).exit_code == 1
+    assert not (tmp_path / "glassgate.db").exists()
 
 
 # ----------------------------------------------------------------------------- explain, timeline
@@ -291,20 +335,20 @@ def test_timeline_deltas_add_up(scored, home):
 # ----------------------------------------------------------------------------- replay and verdicts
 
 
-def _replay_json(*extra: str) -> dict[str, Any]:
-    res = _invoke(["replay", "--policy", POLICY, "--tier", TIER, "--deny-at", str(NEW_DENY_AT), "--json", *extra])
+def _replay_json(deny_at: float = NEW_DENY_AT, *extra: str) -> dict[str, Any]:
+    res = _invoke(["replay", "--policy", POLICY, "--tier", TIER, "--deny-at", str(deny_at), "--json", *extra])
     assert res.exit_code == 0, res.output
     return json.loads(res.stdout)
 
 
-def _brute_force_replay(home: Path, step_up_at: float, deny_at: float) -> dict[str, Any]:
+def _brute_force_replay(home: Path, policy_step_up_at: float, step_up_at: float, deny_at: float) -> dict[str, Any]:
     rows = _query(home, "SELECT decision_id, risk, outcome, rule_floor, step_up_at FROM decisions "
                         "WHERE policy_id = :p AND threshold_scope = :s", p=POLICY, s=f"tier:{TIER}")
     latest = {d: v for d, v in _query(home, "SELECT decision_id, verdict FROM verdicts ORDER BY id")}
     overall = [[0] * 3 for _ in range(3)]
     by_verdict: dict[str, list[list[int]]] = {v: [[0] * 3 for _ in range(3)] for v in ("unlabelled", "malicious", "benign")}
     for decision_id, risk, outcome, rule_floor, stored_step_up in rows:
-        assert stored_step_up == step_up_at
+        assert stored_step_up == policy_step_up_at
         threshold = "deny" if risk >= deny_at else "step_up" if risk >= step_up_at else "allow"
         after = max(RANK[threshold], RANK[rule_floor])
         overall[RANK[outcome]][after] += 1
@@ -312,13 +356,16 @@ def _brute_force_replay(home: Path, step_up_at: float, deny_at: float) -> dict[s
     return {"total": len(rows), "matrix": overall, "by_verdict": by_verdict}
 
 
-def test_replay_matches_a_brute_force_recount(scored, home):
+@pytest.mark.parametrize(("step_up_at", "deny_at"), [(None, NEW_DENY_AT), (0.01, 0.05)])
+def test_replay_matches_a_brute_force_recount(scored, home, step_up_at, deny_at):
     (entry,) = [t for t in load_policies(POLICY_DIR).get(POLICY).thresholds if t.scope == f"tier:{TIER}"]
-    r = _replay_json()
+    extra = [] if step_up_at is None else ["--step-up-at", str(step_up_at)]
+    r = _replay_json(deny_at, *extra)
     assert (r["policy_id"], r["scope"]) == (POLICY, f"tier:{TIER}")
-    assert r["step_up_at"] == entry.step_up_at and r["deny_at"] == NEW_DENY_AT
-    expected = _brute_force_replay(home, entry.step_up_at, NEW_DENY_AT)
-    assert expected["total"] > 0  # the events file holds restricted-tier decisions
+    assert r["step_up_at"] == (step_up_at or entry.step_up_at) and r["deny_at"] == deny_at
+    expected = _brute_force_replay(home, entry.step_up_at, r["step_up_at"], deny_at)
+    # not vacuous: the file holds restricted-tier decisions, and some of them move
+    assert expected["total"] > 0 and r["overall"]["changed"] > 0
     assert r["overall"]["total"] == expected["total"]
     assert r["overall"]["matrix"] == expected["matrix"]
     assert r["overall"]["changed"] == expected["total"] - sum(expected["matrix"][i][i] for i in range(3))
@@ -419,7 +466,6 @@ def _demo(home: Path, monkeypatch):
     return _invoke(["demo", "--no-serve", "--users", "40", "--days", "8", "--test-days", "2"])
 
 
-@pytest.mark.slow
 def test_demo_builds_and_rebuilds_its_home(tmp_path, monkeypatch):
     home = tmp_path / "demo-home"
     res = _demo(home, monkeypatch)
