@@ -67,9 +67,14 @@ def train(users: int = 300, days: int = 28, seed: int = 7, test_days: int = 7) -
 
 
 def _lines(source: str) -> Iterator[tuple[int, Any]]:
-    fh = sys.stdin if source == "-" else open(source, encoding="utf-8")  # noqa: SIM115
+    fh = sys.stdin.buffer if source == "-" else open(source, "rb")  # noqa: SIM115
     with fh:
-        for n, line in enumerate(fh, start=1):
+        for n, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield n, _BadJson(f"line is not UTF-8: invalid byte at column {exc.start + 1}")
+                continue
             if not line.strip():
                 continue
             try:

@@ -69,5 +69,6 @@ class Runtime:
 
     @cached_property
     def engine(self) -> DecisionEngine:
-        return DecisionEngine(sessions=self.sessions, model=self.model, policy=self.policy, ledger=self.ledger,
+        model = self.model  # first: a missing model must fail before any state is created
+        return DecisionEngine(sessions=self.sessions, model=model, policy=self.policy, ledger=self.ledger,
                               clock=self.clock)  # type: ignore[arg-type]

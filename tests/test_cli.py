@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
+from threadpoolctl import threadpool_limits
 from typer.testing import CliRunner
 
 from integrations.cli import app
@@ -89,6 +90,15 @@ def _bad_event(row: dict[str, Any]) -> dict[str, Any]:
     return ev
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_openmp_thread():
+    """scikit-learn's histogram boosting runs on libgomp threads, which spin-wait; on a busy two-core machine
+    that made this module's train and demo runs 40 times slower (90 s instead of 2 s). The results do not
+    depend on the thread count."""
+    with threadpool_limits(limits=1, user_api="openmp"):
+        yield
+
+
 @pytest.fixture(scope="module")
 def world():
     return generate_world(users=60, days=10, seed=5)
@@ -105,9 +115,10 @@ def scored(tmp_path_factory, world) -> Iterator[Scored]:
         assert (home / "models" / "CURRENT").is_file()
         assert (home / "models" / (home / "models" / "CURRENT").read_text().strip()).is_dir()
 
-        # The later days' attacks (they cross thresholds and hard rules) and the last 45 events, in time order.
+        # The last three days' attacks (they cross thresholds and hard rules) and the last 45 events, in time order.
         ev = world.events
-        picked = sorted(set(ev.index[(ev["label"] == 1) & (ev.index >= 3300) & (ev.index < 4300)]) | set(ev.index[-45:]))
+        recent_attacks = ev.index[(ev["label"] == 1) & (ev["ts"] >= ev["ts"].max() - 3 * 86400)]
+        picked = sorted(set(recent_attacks) | set(ev.index[-45:]))
         assert len(picked) > 55
         rows = ev.to_dict("records")
         events = [row_to_event(rows[i]) for i in picked]
@@ -233,10 +244,6 @@ def test_reused_event_id_with_a_changed_body_is_rejected(scored, home):
     assert event["activity"]["bytes_out"] == scored.events[0]["activity"]["bytes_out"]
 
 
-@pytest.mark.xfail(strict=True, raises=UnicodeDecodeError,
-                   reason="bug: integrations/cli.py _lines decodes the file as strict UTF-8, so one undecodable "
-                          "line aborts the run with a traceback and no output line for any line, instead of an "
-                          "error line for that line")
 def test_score_reports_an_undecodable_line_like_any_other_bad_line(home, world, tmp_path):
     ev = row_to_event(world.events.to_dict("records")[2000])
     ev["event_id"] += "-utf8"
@@ -259,9 +266,6 @@ def test_score_without_a_model_fails_clearly(tmp_path, monkeypatch):
     assert "no trained model" in _flat(res.stderr) and "glassgate demo --no-serve" in _flat(res.stderr)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: Runtime.engine builds the sessions (creating and migrating glassgate.db) "
-                                       "before loading the model, so a failed `score` leaves a database behind and "
-                                       "the `glassgate demo --no-serve` it recommends then refuses the home")
 def test_score_without_a_model_leaves_the_home_as_it_was(tmp_path, monkeypatch):
     monkeypatch.setenv("GLASSGATE_HOME", str(tmp_path))
     monkeypatch.delenv("GLASSGATE_DATABASE_URL", raising=False)
@@ -347,25 +351,35 @@ def _brute_force_replay(home: Path, policy_step_up_at: float, step_up_at: float,
     latest = {d: v for d, v in _query(home, "SELECT decision_id, verdict FROM verdicts ORDER BY id")}
     overall = [[0] * 3 for _ in range(3)]
     by_verdict: dict[str, list[list[int]]] = {v: [[0] * 3 for _ in range(3)] for v in ("unlabelled", "malicious", "benign")}
+    floor_held = 0
     for decision_id, risk, outcome, rule_floor, stored_step_up in rows:
         assert stored_step_up == policy_step_up_at
         threshold = "deny" if risk >= deny_at else "step_up" if risk >= step_up_at else "allow"
         after = max(RANK[threshold], RANK[rule_floor])
+        floor_held += RANK[rule_floor] > RANK[threshold]
         overall[RANK[outcome]][after] += 1
         by_verdict[latest.get(decision_id, "unlabelled")][RANK[outcome]][after] += 1
-    return {"total": len(rows), "matrix": overall, "by_verdict": by_verdict}
+    return {"total": len(rows), "matrix": overall, "by_verdict": by_verdict, "floor_held": floor_held}
 
 
-@pytest.mark.parametrize(("step_up_at", "deny_at"), [(None, NEW_DENY_AT), (0.01, 0.05)])
-def test_replay_matches_a_brute_force_recount(scored, home, step_up_at, deny_at):
+@pytest.mark.parametrize(("step_up_at", "deny_at", "exercises"), [
+    (None, NEW_DENY_AT, "the policy's step-up threshold"),
+    (0.01, 0.05, "allowed decisions newly denied"),
+    (0.97, 0.99, "hard-rule floors that hold when thresholds loosen"),
+], ids=["policy-step-up", "newly-denied", "rule-floors"])
+def test_replay_matches_a_brute_force_recount(scored, home, step_up_at, deny_at, exercises):
     (entry,) = [t for t in load_policies(POLICY_DIR).get(POLICY).thresholds if t.scope == f"tier:{TIER}"]
     extra = [] if step_up_at is None else ["--step-up-at", str(step_up_at)]
     r = _replay_json(deny_at, *extra)
     assert (r["policy_id"], r["scope"]) == (POLICY, f"tier:{TIER}")
     assert r["step_up_at"] == (step_up_at or entry.step_up_at) and r["deny_at"] == deny_at
     expected = _brute_force_replay(home, entry.step_up_at, r["step_up_at"], deny_at)
-    # not vacuous: the file holds restricted-tier decisions, and some of them move
-    assert expected["total"] > 0 and r["overall"]["changed"] > 0
+    # not vacuous: the events file must give each case something to get wrong
+    assert expected["total"] > 0
+    if exercises.startswith("allowed"):
+        assert expected["matrix"][RANK["allow"]][RANK["deny"]] > 0
+    if exercises.startswith("hard-rule"):
+        assert expected["floor_held"] > 0
     assert r["overall"]["total"] == expected["total"]
     assert r["overall"]["matrix"] == expected["matrix"]
     assert r["overall"]["changed"] == expected["total"] - sum(expected["matrix"][i][i] for i in range(3))
@@ -385,7 +399,7 @@ def test_replay_text_form(home):
     (["--policy", POLICY, "--tier", TIER, "--kind", "ot", "--deny-at", "0.8"], "exactly one of --tier or --kind"),
     (["--policy", POLICY, "--deny-at", "0.8"], "exactly one of --tier or --kind"),
     (["--policy", POLICY, "--tier", "secret", "--deny-at", "0.8"], "sets no thresholds for tier:secret"),
-])
+], ids=["deny-below-step-up", "unknown-policy", "tier-and-kind", "neither-tier-nor-kind", "unknown-tier"])
 def test_replay_refuses_bad_input(home, args, needle):
     res = _invoke(["replay", *args])
     assert res.exit_code == 2
