@@ -263,8 +263,8 @@ class Ledger:
         lock = update(_HEAD).where(_HEAD.c.id == 1).values(size=_HEAD.c.size).returning(_HEAD.c.size, _HEAD.c.last_hash)
         row = session.execute(lock).one_or_none()
         if row is None:
-            if session.scalar(select(func.max(_LOG.c.seq))) is not None:
-                raise LedgerError("audit_head is missing while audit_log holds entries")
+            # First append ever (or a deleted head). Insert-or-skip waits for a concurrent first
+            # appender on PostgreSQL, so the second one then sees its committed head.
             dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
             session.execute(
                 dialect.insert(_HEAD)
@@ -272,6 +272,8 @@ class Ledger:
                 .on_conflict_do_nothing(index_elements=["id"])
             )
             row = session.execute(lock).one()
+            if row.size == 0 and session.scalar(select(func.max(_LOG.c.seq))) is not None:
+                raise LedgerError("audit_head is missing while audit_log holds entries")
         return row.size, row.last_hash
 
     def _verify(self, session: Session) -> tuple[VerifyReport, TreeHead | None]:

@@ -77,15 +77,26 @@ def events_to_frame(events: Iterable[AccessEvent]) -> pd.DataFrame:
     return pd.DataFrame([event_row(e) for e in events])
 
 
-def raw_columns(frame: pd.DataFrame) -> dict[str, np.ndarray]:
-    """The raw signal columns, as float64 arrays (NaN = missing), from a frame."""
-    ts = frame["ts"].to_numpy(np.float64)
-    mfa = frame["mfa"].map(MFA_STRENGTH).to_numpy(np.float64) if "mfa" in frame else frame["mfa_strength"].to_numpy(np.float64)
-    if "action_level" in frame:
-        act = frame["action_level"].to_numpy(np.float64)
+def _col(frame: Any, name: str) -> np.ndarray:
+    return np.asarray(frame[name], dtype=np.float64)
+
+
+def raw_columns(frame: Any) -> dict[str, np.ndarray]:
+    """The raw signal columns, as float64 arrays (NaN = missing).
+
+    Args:
+        frame: a DataFrame, or a mapping of column name to a sequence (one row in the online path).
+    """
+    ts = _col(frame, "ts")
+    if "mfa" in frame:
+        mfa = np.fromiter((MFA_STRENGTH[m] for m in frame["mfa"]), np.float64, len(ts))
     else:
-        act = np.fromiter((action_level(a) for a in frame["action"]), np.float64, len(frame))
-    raw = {c: frame[c].to_numpy(np.float64) for c in (
+        mfa = _col(frame, "mfa_strength")
+    if "action_level" in frame:
+        act = _col(frame, "action_level")
+    else:
+        act = np.fromiter((action_level(a) for a in frame["action"]), np.float64, len(ts))
+    raw = {c: _col(frame, c) for c in (
         "minutes_since_mfa", "failed_attempts_1h", "privileged", "device_managed", "device_compliant",
         "edr_running", "disk_encrypted", "os_patch_age_days", "requests_per_min", "bytes_out",
         "distinct_resources_1h", "lat", "lon", "is_vpn", "is_tor", "is_hosting")}
@@ -93,7 +104,7 @@ def raw_columns(frame: pd.DataFrame) -> dict[str, np.ndarray]:
     raw["hour"] = np.floor(ts / 3600.0) % 24
     raw["mfa_strength"] = mfa
     raw["action_level"] = act
-    raw["asn"] = frame["asn"].to_numpy(np.float64)
+    raw["asn"] = _col(frame, "asn")
     raw["posture"] = raw["device_managed"] + raw["device_compliant"] + raw["edr_running"]
     return raw
 
@@ -285,7 +296,7 @@ def featurize_online(row: dict[str, Any], profile: UserProfile, session: Session
     Mutates ``profile`` and ``session``; the caller persists them in the same
     transaction as the decision.
     """
-    raw = raw_columns(pd.DataFrame([row]))
+    raw = raw_columns({k: [v] for k, v in row.items()})
     hist = _history_row(profile, session, row, int(raw["hour"][0]))
     x = compute_features(raw, hist)[0]
     _update(profile, session, row, raw, 0)

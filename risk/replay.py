@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from pydantic import BaseModel
 
 from risk.policy import outcomes_for
@@ -77,5 +78,5 @@ def replay(frame: dict[str, np.ndarray], *, policy_id: str, scope: str, step_up_
 
 
 def _factorize(values: np.ndarray) -> tuple[np.ndarray, list[Any]]:
-    names, codes = np.unique(values.astype(str), return_inverse=True)
+    codes, names = pd.factorize(values)
     return codes, list(names)

@@ -25,6 +25,15 @@ def _pg_reachable() -> str | None:
         return f"{type(exc).__name__}: {exc}"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_openmp_thread():
+    """As the CLI does: per-tree OpenMP sections stall on a busy 2-core machine."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="openmp"):
+        yield
+
+
 @pytest.fixture(scope="session")
 def pg_available() -> None:
     problem = _pg_reachable()

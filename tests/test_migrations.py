@@ -95,9 +95,10 @@ def test_the_comparison_would_notice_a_missing_index(engine):
     assert [(d[0], d[1].name) for d in diff] == [("add_index", "ix_decisions_user_ts")]
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_json_columns_are_jsonb_on_postgresql(engine):
-    if engine.dialect.name != "postgresql":
-        pytest.skip("JSONB is PostgreSQL's")
+    assert engine.dialect.name == "postgresql"
     upgrade(engine)
     insp = inspect(engine)
     for table, col in [("decisions", "rules"), ("decisions", "event"), ("explanations", "body"),

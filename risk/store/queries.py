@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -59,13 +57,13 @@ def replay_frame(s: Session, *, policy_id: str, scope: str) -> dict[str, np.ndar
          .outerjoin(VerdictRow, VerdictRow.id == latest.c.vid)
          .where(DecisionRow.policy_id == policy_id, DecisionRow.threshold_scope == scope))
     rows = s.execute(q).all()
+    risk, outcome, floor, verdict, attack = (list(c) for c in zip(*rows, strict=True)) if rows else ([], [], [], [], [])
     rank = {"allow": 0, "step_up": 1, "deny": 2}
     vcode = {None: 0, "malicious": 1, "benign": 2}
-    attack: list[Any] = [r[4] or "" for r in rows]
     return {
-        "risk": np.array([r[0] for r in rows], dtype=np.float64),
-        "outcome": np.array([rank[r[1]] for r in rows], dtype=np.int8),
-        "rule_floor": np.array([rank[r[2]] for r in rows], dtype=np.int8),
-        "verdict": np.array([vcode[r[3]] for r in rows], dtype=np.int8),
-        "attack_type": np.array(attack, dtype=object),
+        "risk": np.array(risk, dtype=np.float64),
+        "outcome": np.fromiter(map(rank.__getitem__, outcome), np.int8, len(rows)),
+        "rule_floor": np.fromiter(map(rank.__getitem__, floor), np.int8, len(rows)),
+        "verdict": np.fromiter(map(vcode.__getitem__, verdict), np.int8, len(rows)),
+        "attack_type": np.array([a or "" for a in attack], dtype=object),
     }
