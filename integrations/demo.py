@@ -61,7 +61,8 @@ def run_demo(rt: Runtime, *, users: int, days: int, seed: int, test_days: int, s
         adv(pct - shown[0])
         shown[0] = pct
 
-    world = generate_world(users=users, days=days, seed=seed, start=world_start_for(now, days), progress=on_generate)
+    world = generate_world(users=users, days=days, seed=seed, start=world_start_for(now, days), until=now,
+                           progress=on_generate)
     trees = stage("training the risk model (200 trees, monotone constraints)", 100)
     last = [0]
 

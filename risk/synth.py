@@ -169,7 +169,8 @@ def _pick(rng: np.random.Generator, frame: pd.DataFrame, k: int) -> pd.DataFrame
 
 
 def generate_world(*, users: int = 300, days: int = 28, seed: int = 7, start: datetime | None = None,
-                   attack_rate: float = 0.03, progress: Progress | None = None) -> World:
+                   attack_rate: float = 0.03, until: datetime | None = None,
+                   progress: Progress | None = None) -> World:
     """Generate the organisation and its traffic.
 
     Args:
@@ -178,6 +179,7 @@ def generate_world(*, users: int = 300, days: int = 28, seed: int = 7, start: da
         seed: everything is a function of it.
         start: first day, midnight UTC (default: 2026-11-01).
         attack_rate: share of sessions that are attacks (spread over all attack types).
+        until: drop events after this instant (a demo world ends "now", not later today).
         progress: called with (stage, fraction done).
 
     Returns:
@@ -253,7 +255,10 @@ def generate_world(*, users: int = 300, days: int = 28, seed: int = 7, start: da
     sid, pos, ts = _expand(rng, all_sess)
     ev = _fill_events(rng, u, all_sess, sid, pos, ts)
     say("events", 0.8)
-    ev = ev.sort_values("ts", kind="stable").reset_index(drop=True)
+    ev = ev.sort_values("ts", kind="stable")
+    if until is not None:
+        ev = ev[ev["ts"] <= until.timestamp()]
+    ev = ev.reset_index(drop=True)
     ev.insert(0, "event_id", [f"evt-{seed:x}-{i:07d}" for i in range(len(ev))])
     say("done", 1.0)
     return World(users=u, events=ev, seed=seed, start=start, days=days)
