@@ -195,6 +195,21 @@ def generate_world(*, users: int = 300, days: int = 28, seed: int = 7, start: da
     eligible = sess[sess["t0"] > burn_in]
     n_attack = max(len(ATTACKS), int(len(sess) * attack_rate))
     per_type = max(1, n_attack // len(ATTACKS))
+    # Travellers: two and a half days abroad (on the corporate VPN, or not), with a night without
+    # sessions on each side; nothing else is scheduled for them around the trip.
+    uid_all, t_all = sess["uid"].to_numpy(), sess["t0"].to_numpy()
+    drop = np.zeros(len(sess), dtype=bool)
+    busy = np.zeros(len(sess), dtype=bool)
+    trip = 2.5 * 86400
+    for scenario in TRAVEL:
+        travel = _pick(rng, eligible[~busy[eligible.index]], per_type // 2)
+        for tu, tt in zip(travel["uid"].to_numpy(), travel["t0"].to_numpy(), strict=True):
+            mine = uid_all == tu
+            drop |= mine & (((t_all >= tt - 16 * 3600) & (t_all < tt)) | ((t_all >= tt + trip) & (t_all < tt + trip + 16 * 3600)))
+            busy |= mine & (t_all >= tt - 86400) & (t_all < tt + trip + 86400)
+            sess.loc[mine & (t_all >= tt) & (t_all < tt + trip), "scenario"] = scenario
+    sess.loc[drop, "n"] = 0  # kept as empty rows so that anchors stay valid
+    eligible = eligible[~busy[eligible.index]]
     extra: list[pd.DataFrame] = []
     sess_day = np.floor((sess["t0"].to_numpy() - start.timestamp()) / 86400.0)
     last_of_day = sess.assign(day=sess_day).groupby(["uid", "day"])["t0"].idxmax().to_numpy()
@@ -235,16 +250,6 @@ def generate_world(*, users: int = 300, days: int = 28, seed: int = 7, start: da
             off = np.array([CITIES[c][4] for c in u["city"].to_numpy()[b["uid"]]], dtype=float)
             b["t0"] = np.floor(b["t0"] / 86400.0) * 86400.0 + (rng.uniform(0.0, 5.0, len(b)) - off) * 3600.0
         unusual.append(b)
-    # Travellers: two and a half days abroad (on the corporate VPN, or not), after a night without sessions.
-    uid_all, t_all = sess["uid"].to_numpy(), sess["t0"].to_numpy()
-    drop = np.zeros(len(sess), dtype=bool)
-    for scenario in TRAVEL:
-        travel = _pick(rng, eligible, per_type // 2)
-        for tu, tt in zip(travel["uid"].to_numpy(), travel["t0"].to_numpy(), strict=True):
-            mine = uid_all == tu
-            drop |= mine & (t_all >= tt - 16 * 3600) & (t_all < tt)
-            sess.loc[mine & (t_all >= tt) & (t_all < tt + 2.5 * 86400), "scenario"] = scenario
-    sess.loc[drop, "n"] = 0  # kept as empty rows so that anchors stay valid
     # Posture degradation happens inside an existing benign session: mark that session itself.
     posture = extra.pop(list(ATTACKS).index("posture_degraded"))
     sess["anchor"] = np.arange(len(sess))
@@ -290,7 +295,9 @@ def _fill_events(rng: np.random.Generator, u: pd.DataFrame, s: pd.DataFrame, sid
     asn = np.where(where == 0, u["isp_asn"].to_numpy()[uid], CORP_ASN)
     is_vpn = (where == 2).astype(float)
     is_tor = np.zeros(n)
-    far = rng.integers(len(FAR_CITIES), size=len(s))[sid]
+    # Attackers appear anywhere; a traveller stays in one place for the whole trip.
+    far = np.where(is_["impossible_travel"], rng.integers(len(FAR_CITIES), size=len(s))[sid],
+                   rng.integers(len(FAR_CITIES), size=len(u))[uid])
     far_lat, far_lon = np.array([c[2] for c in FAR_CITIES])[far], np.array([c[3] for c in FAR_CITIES])[far]
     far_cc = np.array([c[1] for c in FAR_CITIES], dtype=object)[far]
     far_asn = np.array([c[5][0] for c in FAR_CITIES])[far]

@@ -45,3 +45,17 @@ def test_rows_are_valid_native_events(small_world):
     for r in sample:
         ev = parse_event(row_to_event(r))
         assert ev.event_id == r["event_id"]
+
+
+def test_travellers_stay_put_and_never_move_impossibly(small_world):
+    from risk.catalog import FEATURE_INDEX
+    from risk.features import batch_features
+
+    ev = small_world.events
+    X = batch_features(ev)
+    trip = ev["scenario"].isin(["travel_vpn", "personal_travel"]).to_numpy()
+    assert trip.any()
+    per_user = ev[trip].groupby("user")["country"].nunique()
+    assert (per_user <= 2).all(), "one destination per traveller (two if they took two trips)"
+    v = X[trip, FEATURE_INDEX["geo_velocity_kmh"]]
+    assert np.nanmax(v) < 1000, "benign travel is never faster than a plane"
