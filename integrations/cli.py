@@ -268,7 +268,8 @@ def _print_summary(rt: Runtime, result: Any) -> None:
            f"model {s['model_version']}: ROC-AUC {s['roc_auc']:.4f}, PR-AUC {s['pr_auc']:.4f} on the later days; "
            f"the explanation's top family is the attack's cause for {s['top_family_is_cause']:.1%} of attack events",
            f"{s['decisions']} decisions made online: " + ", ".join(f"{k} {v}" for k, v in sorted(s["outcomes"].items())),
-           f"benign events flagged (step-up or deny): {s['benign_flagged_share']:.2%}",
+           f"benign events flagged (step-up or deny): {s['benign_flagged_share']:.2%}; benign look-alikes flagged: "
+           + ", ".join(f"{k} {v:.0%}" for k, v in sorted(s["benign_lookalikes_flagged"].items())),
            "per attack type (deny / step-up / allow; top family = cause):"]
     for name, v in s["per_attack_type"].items():
         out.append(f"  {name:<22} {v['deny']:>4} / {v['step_up']:>4} / {v['allow']:>4}   {v['top_family_is_cause']:.0%}")

@@ -140,11 +140,14 @@ def _summary(card: dict[str, Any], later: Any, audit_size: int, audit_ok: bool) 
             per_type[name] = {"events": len(sel), "deny": c["deny"], "step_up": c["step_up"], "allow": c["allow"],
                               "top_family_is_cause": m["per_attack_type"].get(name, {}).get("top_family_is_cause")}
     benign = later[later["label"] == 0]
+    lookalikes = {name: float((grp["outcome"] != "allow").mean())
+                  for name, grp in later[later["label"] == 0].groupby("scenario") if name != "benign"}
     return {
         "model_version": card["version"], "roc_auc": m.get("roc_auc"), "pr_auc": m.get("pr_auc"),
         "top_family_is_cause": m.get("top_family_is_cause"), "decisions": len(later),
         "outcomes": dict(Counter(later["outcome"])), "per_attack_type": per_type,
         "benign_flagged_share": float((benign["outcome"] != "allow").mean()) if len(benign) else None,
+        "benign_lookalikes_flagged": lookalikes,
         "audit_entries": audit_size, "audit_ok": audit_ok,
     }
 
