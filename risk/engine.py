@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,13 +20,18 @@ from risk.audit import Ledger
 from risk.catalog import FEATURE_NAMES
 from risk.counterfactual import find_counterfactuals
 from risk.events import AccessEvent, EventValidationError, FieldError, parse_event
-from risk.explain import TreeShap, build_explanation, quality_notes
+from risk.explain import Counterfactual, TreeShap, build_explanation, quality_notes
 from risk.features import MIN_BASELINE_EVENTS, SessionState, UserProfile, event_row, featurize_online
 from risk.model import RiskModel
-from risk.policy import PolicyDecision, PolicySet
+from risk.policy import Outcome, PolicyDecision, PolicySet
+from risk.store.control import ExceptionRow, RevocationRow
+from risk.store.policies import effective_policy, version_mark
 from risk.store.schema import CounterRow, DecisionRow, ExplanationRow, ProfileRow, SessionRow
 
 Progress = Callable[[int], None]
+
+# Where the policy corpus says a revoked session denies every later event.
+REVOCATION_CITE = ("POL-SES-006", "4-revoked-sessions")
 
 
 class IdempotencyConflict(ValueError):
@@ -87,6 +92,18 @@ def crossed_lines(risk: float, pd_: PolicyDecision) -> list[str]:
 
 
 @dataclass
+class Override:
+    """What the control loop changed about a policy decision."""
+
+    outcome: Outcome
+    rule_floor: Outcome
+    extra_rules: list[dict[str, Any]] = field(default_factory=list)
+    exception: dict[str, Any] | None = None
+    revocation: str | None = None
+    crossed: list[str] = field(default_factory=list)
+
+
+@dataclass
 class DecisionEngine:
     """Scores events online. One instance per process; it is safe to reuse across calls."""
 
@@ -98,6 +115,15 @@ class DecisionEngine:
 
     def __post_init__(self) -> None:
         self.shap = TreeShap(self.model)
+        self._base_policy = self.policy
+        self._policy_mark = 0
+
+    def _refresh_policy(self, s: Session) -> None:
+        """Pick up policy versions approved since the last chunk (by any process)."""
+        mark = version_mark(s)
+        if mark != self._policy_mark:
+            self.policy = effective_policy(s, self._base_policy)
+            self._policy_mark = mark
 
     def score(self, raw: Any) -> ScoreResult:
         """Decide one event. Raises EventValidationError or IdempotencyConflict and stores nothing then."""
@@ -176,6 +202,7 @@ class DecisionEngine:
         return {d.event_id: (d, e) for d, e in rows}
 
     def _decide(self, s: Session, fresh: list[tuple[int, AccessEvent, str]]) -> dict[int, ScoreResult]:
+        self._refresh_policy(s)
         users = {ev.user.id for _, ev, _ in fresh}
         sids = {ev.session_id for _, ev, _ in fresh}
         prof_rows = {r.user_id: r for r in s.scalars(select(ProfileRow).where(ProfileRow.user_id.in_(users)).with_for_update())}
@@ -192,27 +219,40 @@ class DecisionEngine:
         phi, margins = self.shap.contributions(Xa)
         risks = 1.0 / (1.0 + np.exp(-margins))
         seq0 = self._next_seq(s, len(fresh))
+        revoked = self._revocations(s, sids)
+        exceptions = self._exceptions(s, fresh)
         out: dict[int, ScoreResult] = {}
         audit = []
         for k, (i, ev, h) in enumerate(fresh):
             x, risk = Xa[k], float(risks[k])
             ctx = context_for(ev)
             pd_ = self.policy.decide(risk=risk, signals={**dict(zip(FEATURE_NAMES, x.tolist(), strict=True)), **ctx})
-            cfs, cf_note = find_counterfactuals(x=x, outcome=pd_.outcome, context=ctx, model=self.model, policy=self.policy)
+            ts_ms = int(round(ev.ts * 1000))
+            ov = self._override(pd_, revoked.get(ev.session_id), exceptions.get((ev.user.id, ev.resource.id), []), ts_ms)
+            cfs: list[Counterfactual]
+            cf_note: str | None
+            if ov.revocation is not None:
+                cfs, cf_note = [], ("the session was revoked; no change of signals reopens it, only a new sign-in "
+                                    "starts a new session")
+            else:
+                cfs, cf_note = find_counterfactuals(x=x, outcome=pd_.outcome, context=ctx, model=self.model,
+                                                    policy=self.policy)
             expl = build_explanation(x=x, phi=phi[k], base=self.shap.base_value, margin=float(margins[k]),
-                                     crossed=crossed_lines(risk, pd_), counterfactuals=cfs, counterfactual_note=cf_note,
+                                     crossed=crossed_lines(risk, pd_) + ov.crossed, counterfactuals=cfs,
+                                     counterfactual_note=cf_note,
                                      notes=quality_notes(x, self.model, priors[k], MIN_BASELINE_EVENTS))
             d = DecisionRow(
                 decision_id=decision_id_for(ev.event_id), event_id=ev.event_id, event_hash=h, session_id=ev.session_id,
                 user_id=ev.user.id, resource_id=ev.resource.id, resource_kind=ev.resource.kind.value,
                 sensitivity=ev.resource.sensitivity.value, timestamp=ev.canonical()["timestamp"],
-                ts_ms=int(round(ev.ts * 1000)), seq=seq0 + k, risk=risk, outcome=pd_.outcome.value,
-                threshold_outcome=pd_.threshold_outcome.value, rule_floor=pd_.rule_floor.value,
+                ts_ms=ts_ms, seq=seq0 + k, risk=risk, outcome=ov.outcome.value,
+                threshold_outcome=pd_.threshold_outcome.value, rule_floor=ov.rule_floor.value,
                 policy_id=pd_.threshold.policy_id, policy_version=pd_.threshold.policy_version,
                 threshold_scope=pd_.threshold.scope, step_up_at=pd_.threshold.step_up_at, deny_at=pd_.threshold.deny_at,
                 rules=[{"rule_id": r.rule_id, "policy_id": r.policy_id, "policy_version": r.policy_version,
-                        "effect": r.effect.value, "description": r.description, "section": r.section} for r in pd_.rules],
-                model_version=self.model.version, event=ev.canonical())
+                        "effect": r.effect.value, "description": r.description, "section": r.section} for r in pd_.rules]
+                + ov.extra_rules,
+                model_version=self.model.version, event=ev.canonical(), exception=ov.exception)
             body = expl.model_dump(mode="json")
             s.add(d)
             s.add(ExplanationRow(decision_id=d.decision_id, top_family=expl.top_family, status=expl.status,
@@ -240,6 +280,57 @@ class DecisionEngine:
         self.ledger.append_many(s, audit)
         return out
 
+    def _revocations(self, s: Session, sids: set[str]) -> dict[str, RevocationRow]:
+        return {r.session_id: r for r in s.scalars(select(RevocationRow).where(RevocationRow.session_id.in_(sids)))}
+
+    def _exceptions(self, s: Session, fresh: list[tuple[int, AccessEvent, str]]) -> dict[tuple[str, str], list[ExceptionRow]]:
+        users = {ev.user.id for _, ev, _ in fresh}
+        resources = {ev.resource.id for _, ev, _ in fresh}
+        lo = min(int(ev.ts * 1000) for _, ev, _ in fresh)
+        rows = s.scalars(select(ExceptionRow).where(ExceptionRow.user_id.in_(users), ExceptionRow.resource_id.in_(resources),
+                                                    ExceptionRow.ends_ms >= lo))
+        out: dict[tuple[str, str], list[ExceptionRow]] = {}
+        for r in rows:
+            out.setdefault((r.user_id, r.resource_id), []).append(r)
+        return out
+
+    def _override(self, pd_: PolicyDecision, revocation: RevocationRow | None, exceptions: list[ExceptionRow],
+                  ts_ms: int) -> Override:
+        """Apply what the SOC decided: a revoked session denies; an exception in force allows what only the
+        thresholds or a step-up rule would have stopped (never a hard deny rule)."""
+        if revocation is not None and revocation.revoked_ms <= ts_ms:
+            pid, section = REVOCATION_CITE
+            version = self.policy.get(pid).version
+            rule = {"rule_id": "session-revoked", "policy_id": pid, "policy_version": version, "effect": "deny",
+                    "description": f"The session was revoked (proposal {revocation.proposal_id}); every later event "
+                                   "in it is denied.", "section": section}
+            when = datetime.fromtimestamp(revocation.revoked_ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            return Override(outcome=Outcome.DENY, rule_floor=Outcome.DENY, extra_rules=[rule], exception=None,
+                            revocation=revocation.proposal_id,
+                            crossed=[f"session revoked at {when} by approved proposal {revocation.proposal_id}: "
+                                     f"every later event is denied ({pid} v{version} §{section})"])
+        active = [e for e in exceptions if e.starts_ms <= ts_ms <= e.ends_ms]
+        if not active:
+            return Override(outcome=pd_.outcome, rule_floor=pd_.rule_floor)
+        exc = max(active, key=lambda e: e.ends_ms)
+        hard_deny = any(r.effect is Outcome.DENY for r in pd_.rules)
+        changed = pd_.outcome is not Outcome.ALLOW and not hard_deny
+        until = datetime.fromtimestamp(exc.ends_ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        cite = f"{exc.policy_id} v{exc.policy_version} §{exc.section}"
+        info = {"exception_id": exc.exception_id, "proposal_id": exc.proposal_id, "policy_id": exc.policy_id,
+                "policy_version": exc.policy_version, "section": exc.section, "ends_at": until,
+                "changed_outcome_from": pd_.outcome.value if changed else None}
+        if changed:
+            line = (f"exception {exc.exception_id} is in force until {until}: allowed instead of "
+                    f"{pd_.outcome.value} ({cite})")
+        elif hard_deny:
+            line = (f"exception {exc.exception_id} is in force until {until} but does not override a hard deny "
+                    f"rule ({cite})")
+        else:
+            line = f"exception {exc.exception_id} is in force until {until} ({cite})"
+        return Override(outcome=Outcome.ALLOW if changed else pd_.outcome,
+                        rule_floor=Outcome.ALLOW if changed else pd_.rule_floor, exception=info, crossed=[line])
+
     def _next_seq(self, s: Session, n: int) -> int:
         row = s.get(CounterRow, "decision_seq", with_for_update=True)
         if row is None:
@@ -258,7 +349,7 @@ def _hash_json(obj: Any) -> str:
 
 DECISION_FIELDS = ("decision_id", "event_id", "session_id", "user_id", "resource_id", "resource_kind", "sensitivity",
                    "timestamp", "risk", "outcome", "threshold_outcome", "rule_floor", "policy_id", "policy_version",
-                   "threshold_scope", "step_up_at", "deny_at", "rules", "model_version")
+                   "threshold_scope", "step_up_at", "deny_at", "rules", "model_version", "exception")
 
 
 def decision_record(d: DecisionRow) -> dict[str, Any]:

@@ -206,6 +206,7 @@ class PolicyDoc:
     rules: tuple[Rule, ...]
     content_hash: str
     text: str  # the whole file, front matter included
+    approvals: Mapping[str, Any] | None = None  # approval rules for proposed actions, normalised (see _parse_approvals)
 
 
 @dataclass(frozen=True)
@@ -227,7 +228,11 @@ class PolicyDecision:
     rules: tuple[RuleMatch, ...]
 
 
-_DOC_KEYS = {"id", "version", "title", "owner_group", "effective", "thresholds", "rules"}
+_DOC_KEYS = {"id", "version", "title", "owner_group", "effective", "thresholds", "rules", "approvals"}
+_APPROVAL_KEYS = {"default_expiry_minutes", "kinds"}
+_APPROVAL_KIND_KEYS = {"roles", "approvers", "max_duration_hours", "api_only_tiers", "section"}
+APPROVER_ROLES = frozenset({"analyst", "policy_owner", "ingest", "admin"})
+_KIND_NAME = re.compile(r"^[a-z][a-z0-9]*(?:_[a-z0-9]+)*$")
 _THRESHOLD_KEYS = {"tier", "kind", "step_up_at", "deny_at", "section"}
 _RULE_KEYS = {"id", "effect", "description", "section", "when"}
 _POLICY_ID = re.compile(r"^POL-[A-Z]+-\d{3}$")
@@ -365,6 +370,61 @@ def _parse_rules(
     return tuple(out)
 
 
+def _str_list(v: Any, where: str, allowed: Iterable[str]) -> list[str]:
+    allowed = frozenset(allowed)
+    if not isinstance(v, list) or not v:
+        raise _Invalid(where, f"expected a non-empty list, got {_type_name(v)}")
+    for i, x in enumerate(v):
+        if not isinstance(x, str) or x not in allowed:
+            raise _Invalid(f"{where}[{i}]", f"{x!r} is not one of {', '.join(sorted(allowed))}")
+    if len(set(v)) != len(v):
+        raise _Invalid(where, "duplicate entries")
+    return list(v)
+
+
+def _parse_approvals(fm: Mapping[str, Any], sections: Mapping[str, tuple[str, str]]) -> dict[str, Any] | None:
+    """The ``approvals`` block, normalised: who may approve each kind of proposed action, and for how long.
+
+    Shape: ``{"default_expiry_minutes": int, "kinds": {kind: {"roles": [...], "approvers": int,
+    "max_duration_hours"?: float, "api_only_tiers"?: [...], "section"?: anchor}}}``.
+    The engine does not enforce these; the agent does.
+    """
+    raw = fm.get("approvals")
+    if raw is None:
+        return None
+    _check_keys(raw, _APPROVAL_KEYS, "approvals")
+    expiry = _require(raw, "default_expiry_minutes", int, "approvals.")
+    if expiry <= 0:
+        raise _Invalid("approvals.default_expiry_minutes", "must be 1 or more")
+    kinds = raw.get("kinds")
+    if not isinstance(kinds, dict) or not kinds:
+        raise _Invalid("approvals.kinds", "must be a non-empty mapping of action kind to its approval rule")
+    out: dict[str, dict[str, Any]] = {}
+    for kind, spec in kinds.items():
+        w = f"approvals.kinds.{kind}"
+        if not isinstance(kind, str) or not _KIND_NAME.match(kind):
+            raise _Invalid(w, f"{kind!r} is not a snake_case action kind")
+        _check_keys(spec, _APPROVAL_KIND_KEYS, w)
+        rule: dict[str, Any] = {"roles": _str_list(spec.get("roles"), f"{w}.roles", APPROVER_ROLES)}
+        rule["approvers"] = _require(spec, "approvers", int, f"{w}.")
+        if rule["approvers"] < 1:
+            raise _Invalid(f"{w}.approvers", "must be 1 or more")
+        if "max_duration_hours" in spec:
+            hours = spec["max_duration_hours"]
+            if isinstance(hours, bool) or not isinstance(hours, int | float) or not 0 < hours < math.inf:
+                raise _Invalid(f"{w}.max_duration_hours", f"expected a number above 0, got {hours!r}")
+            rule["max_duration_hours"] = float(hours)
+        if "api_only_tiers" in spec:
+            rule["api_only_tiers"] = _str_list(spec["api_only_tiers"], f"{w}.api_only_tiers", Sensitivity)
+        if "section" in spec:
+            section = spec["section"]
+            if not isinstance(section, str) or section not in sections:
+                raise _Invalid(f"{w}.section", f"no section with anchor {section!r}")
+            rule["section"] = section
+        out[kind] = rule
+    return {"default_expiry_minutes": expiry, "kinds": out}
+
+
 def _parse_doc(text: str, name: str) -> PolicyDoc:
     try:
         fm, body = _split_front_matter(text)
@@ -394,6 +454,7 @@ def _parse_doc(text: str, name: str) -> PolicyDoc:
             sections=sections, thresholds=_parse_thresholds(fm, pid, ver, sections),
             rules=_parse_rules(fm, pid, ver, sections),
             content_hash=hashlib.sha256(text.encode()).hexdigest(), text=text,
+            approvals=_parse_approvals(fm, sections),
         )  # fmt: skip
     except _Invalid as e:
         raise PolicyError(name, e.field, e.message) from None

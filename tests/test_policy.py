@@ -48,7 +48,8 @@ def fired(ps: PolicySet, signals: dict[str, Any]) -> set[str]:
 
 def test_loads_every_document(ps: PolicySet) -> None:
     assert ps.version_key() == (
-        "POL-ACCESS-001@1,POL-AUTH-003@1,POL-DEV-002@1,POL-NET-005@1,POL-OT-004@1,POL-SES-006@1"
+        "POL-ACCESS-001@1,POL-AUTH-003@1,POL-DATA-008@1,POL-DEV-002@1,POL-EXC-007@1,POL-INC-010@1,"
+        "POL-NET-005@1,POL-OT-004@1,POL-PRIV-009@1,POL-SES-006@1"
     )
     for d in ps.docs:
         assert len(d.content_hash) == 64 and not d.body.lstrip().startswith("---")
@@ -96,6 +97,8 @@ CASES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "net-hosting-restricted-step-up": (benign(is_hosting=True), benign(sensitivity="confidential", is_hosting=True)),
     "net-impossible-travel-step-up": (benign(sensitivity="confidential", geo_velocity_kmh=1000.0), benign(sensitivity="confidential", geo_velocity_kmh=999.0)),
     "ses-posture-drop-step-up": (benign(posture_drop_in_session=1.0), benign(sensitivity="internal", posture_drop_in_session=2.0)),
+    "data-bulk-transfer-step-up": (benign(sensitivity="confidential", bytes_out_mb=100.0), benign(sensitivity="confidential", bytes_out_mb=99.9)),
+    "priv-admin-console-unmanaged-deny": (benign("admin_console", "internal", device_managed=0.0), benign("admin_console", "internal", device_managed=1.0)),
 }  # fmt: skip
 
 

@@ -36,6 +36,8 @@ class DecisionRow(Base):
     rules: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
     model_version: Mapped[str] = mapped_column(String(64))
     event: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    # An approved exception in force for this user and resource (cited), or None.
+    exception: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
 
     __table_args__ = (Index("ix_decisions_user_ts", "user_id", "ts_ms"), Index("ix_decisions_scope", "policy_id", "threshold_scope"))
 

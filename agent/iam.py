@@ -1,0 +1,75 @@
+"""The IAM adapter seam, and the built-in adapter that closes the loop inside glassgate.
+
+External adapters (Okta, Entra, Keycloak) come later behind the same protocol; each must
+pass the proposal id as its idempotency key so that a retry never applies an action twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from agent.approval import ApprovalRules, Kind
+from risk.policy import PolicySet
+from risk.store.control import ApprovalRow, ExceptionRow, ProposalRow, RevocationRow
+from risk.store.policies import effective_policy, record_version
+from risk.store.queries import add_verdict
+
+
+class IamAdapter(Protocol):
+    name: str
+
+    def apply(self, s: Session, proposal: ProposalRow, *, now: datetime) -> dict[str, Any]:
+        """Carry out an approved proposal; return what was done. Raise on failure."""
+        ...
+
+
+def _ms(t: datetime) -> int:
+    return int(t.timestamp() * 1000)
+
+
+class BuiltinIam:
+    """glassgate as its own decision point: changes land in tables the engine reads on every event."""
+
+    name = "builtin"
+
+    def __init__(self, *, base_policy: PolicySet, rules: ApprovalRules):
+        self.base_policy = base_policy
+        self.rules = rules
+
+    def apply(self, s: Session, proposal: ProposalRow, *, now: datetime) -> dict[str, Any]:
+        p = proposal.payload
+        kind = Kind(proposal.kind)
+        approvers = list(s.scalars(select(ApprovalRow.principal).where(
+            ApprovalRow.proposal_id == proposal.proposal_id, ApprovalRow.decision == "approve").order_by(ApprovalRow.id)))
+        approver = approvers[-1] if approvers else proposal.requested_by
+        if kind is Kind.CONFIRM_DENIAL:
+            add_verdict(s, decision_id=p["decision_id"], verdict="malicious", analyst=approver,
+                        at=now.strftime("%Y-%m-%dT%H:%M:%SZ"), note=p.get("note") or None)
+            return {"verdict": "malicious", "decision_id": p["decision_id"]}
+        if kind is Kind.GRANT_EXCEPTION:
+            eid = "exc-" + hashlib.sha256(proposal.proposal_id.encode()).hexdigest()[:12]
+            ends = now + timedelta(hours=float(p["duration_hours"]))
+            section = self.rules.kinds[kind].section or ""
+            s.add(ExceptionRow(exception_id=eid, user_id=p["user_id"], resource_id=p["resource_id"],
+                               starts_ms=_ms(now), ends_ms=_ms(ends), reason=p["reason"],
+                               proposal_id=proposal.proposal_id, policy_id=self.rules.policy_id,
+                               policy_version=self.rules.policy_version, section=section))
+            return {"exception_id": eid, "user_id": p["user_id"], "resource_id": p["resource_id"],
+                    "ends_at": ends.strftime("%Y-%m-%dT%H:%M:%SZ")}
+        if kind is Kind.REVOKE_SESSION:
+            if s.get(RevocationRow, p["session_id"]) is None:
+                s.add(RevocationRow(session_id=p["session_id"], revoked_ms=_ms(now), proposal_id=proposal.proposal_id,
+                                    reason=p["reason"]))
+            return {"session_id": p["session_id"], "revoked_at": now.strftime("%Y-%m-%dT%H:%M:%SZ")}
+        current = effective_policy(s, self.base_policy)
+        new = current.with_thresholds(policy_id=p["policy_id"], scope=p["scope"], step_up_at=p["step_up_at"],
+                                      deny_at=p["deny_at"])
+        doc = new.get(p["policy_id"])
+        record_version(s, doc=doc, proposal_id=proposal.proposal_id, now_ms=_ms(now))
+        return {"policy_id": doc.id, "version": doc.version, "scope": p["scope"], "step_up_at": p["step_up_at"],
+                "deny_at": p["deny_at"]}

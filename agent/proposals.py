@@ -1,0 +1,227 @@
+"""Proposals: a persisted state machine, pending -> approved -> applied | failed, pending -> rejected | expired.
+
+Every transition is checked, persisted and audited in one transaction. The action
+runs exactly once: the executions table's primary key is the proposal id, and the
+built-in IAM adapter writes its effect in that same transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from agent.approval import ApprovalError, ApprovalRules, Channel, Kind, Principal, Refusal, Status, check_entitled
+from agent.iam import IamAdapter
+from risk.audit import AuditKind, Ledger
+from risk.store.control import ApprovalRow, ExecutionRow, ProposalRow
+
+Clock = Callable[[], datetime]
+Ident = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@/+-]*$")]
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ConfirmDenial(_Payload):
+    decision_id: Ident
+    note: Annotated[str, Field(max_length=2000)] = ""
+
+
+class GrantException(_Payload):
+    user_id: Ident
+    resource_id: Ident
+    duration_hours: Annotated[float, Field(gt=0)]
+    reason: Annotated[str, Field(min_length=3, max_length=2000)]
+
+
+class RevokeSession(_Payload):
+    session_id: Ident
+    reason: Annotated[str, Field(min_length=3, max_length=2000)]
+
+
+class ChangeThreshold(_Payload):
+    policy_id: Annotated[str, Field(pattern=r"^POL-[A-Z]+-\d{3}$")]
+    scope: Annotated[str, Field(pattern=r"^(tier|kind):[a-z_]+$")]
+    step_up_at: Annotated[float, Field(ge=0, le=1)]
+    deny_at: Annotated[float, Field(ge=0, le=1)]
+
+
+PAYLOADS: dict[Kind, type[_Payload]] = {Kind.CONFIRM_DENIAL: ConfirmDenial, Kind.GRANT_EXCEPTION: GrantException,
+                                        Kind.REVOKE_SESSION: RevokeSession, Kind.CHANGE_THRESHOLD: ChangeThreshold}
+
+
+class ProposalRecord(BaseModel):
+    proposal_id: str
+    kind: Kind
+    status: Status
+    requested_by: str
+    payload: dict[str, Any]
+    evidence: dict[str, Any]
+    thread_id: str | None
+    created_at: str
+    expires_at: str
+    decided_at: str | None
+    approvals: list[dict[str, Any]]
+    result: dict[str, Any] | None
+    approvals_needed: int
+
+
+class PayloadError(ValueError):
+    """A proposal's payload is invalid; ``fields`` names each bad field."""
+
+    def __init__(self, fields: list[str], message: str):
+        self.fields = fields
+        super().__init__(message)
+
+
+def _iso(ms: int | None) -> str | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _ms(t: datetime) -> int:
+    return int(t.timestamp() * 1000)
+
+
+def validate_payload(kind: Kind, payload: dict[str, Any], rules: ApprovalRules) -> _Payload:
+    try:
+        p = PAYLOADS[kind].model_validate(payload)
+    except ValidationError as exc:
+        fields = [".".join(str(x) for x in e["loc"]) for e in exc.errors(include_url=False)]
+        raise PayloadError(fields, f"invalid {kind.value} payload: " + "; ".join(
+            f"{f}: {e['msg']}" for f, e in zip(fields, exc.errors(include_url=False), strict=True))) from None
+    if isinstance(p, GrantException):
+        cap = rules.kinds[kind].max_duration_hours
+        if cap is not None and p.duration_hours > cap:
+            raise PayloadError(["duration_hours"], f"an exception may last at most {cap:g} hours "
+                               f"({rules.cite(kind)}); {p.duration_hours:g} requested")
+    if isinstance(p, ChangeThreshold) and not p.step_up_at < p.deny_at:
+        raise PayloadError(["step_up_at", "deny_at"], "step_up_at must be below deny_at")
+    return p
+
+
+def create(s: Session, *, kind: Kind, payload: dict[str, Any], evidence: dict[str, Any], requested_by: str,
+           rules: ApprovalRules, ledger: Ledger, clock: Clock, thread_id: str | None = None) -> ProposalRecord:
+    """Record a pending proposal (idempotent on kind, payload, requester and thread)."""
+    p = validate_payload(kind, payload, rules)
+    body = p.model_dump(mode="json")
+    key = json.dumps([kind.value, body, requested_by, thread_id], sort_keys=True)
+    pid = "prop-" + hashlib.sha256(key.encode()).hexdigest()[:16]
+    existing = s.get(ProposalRow, pid)
+    if existing is not None:
+        return record(s, existing, rules)
+    now = clock()
+    row = ProposalRow(proposal_id=pid, kind=kind.value, status=Status.PENDING.value, requested_by=requested_by,
+                      payload=body, evidence=evidence, thread_id=thread_id, created_ms=_ms(now),
+                      expires_ms=_ms(now) + rules.default_expiry_minutes * 60_000, decided_ms=None, result=None)
+    s.add(row)
+    s.flush()
+    ledger.append(s, kind=AuditKind.PROPOSAL, subject_id=pid, at=now,
+                  payload={"proposal_id": pid, "kind": kind.value, "requested_by": requested_by, "payload": body,
+                           "thread_id": thread_id, "expires_at": _iso(row.expires_ms)})
+    return record(s, row, rules)
+
+
+def record(s: Session, row: ProposalRow, rules: ApprovalRules) -> ProposalRecord:
+    approvals = s.scalars(select(ApprovalRow).where(ApprovalRow.proposal_id == row.proposal_id).order_by(ApprovalRow.id))
+    return ProposalRecord(
+        proposal_id=row.proposal_id, kind=Kind(row.kind), status=Status(row.status), requested_by=row.requested_by,
+        payload=row.payload, evidence=row.evidence, thread_id=row.thread_id, created_at=_iso(row.created_ms) or "",
+        expires_at=_iso(row.expires_ms) or "", decided_at=_iso(row.decided_ms), result=row.result,
+        approvals=[{"principal": a.principal, "decision": a.decision, "channel": a.channel, "reason": a.reason,
+                    "at": _iso(a.at_ms)} for a in approvals],
+        approvals_needed=rules.kinds[Kind(row.kind)].approvers)
+
+
+def _locked(s: Session, proposal_id: str) -> ProposalRow:
+    # A write first: it takes SQLite's writer lock before anything is read (a SELECT ... FOR UPDATE is a
+    # no-op there) and locks the row on PostgreSQL, so concurrent approvals serialise on the proposal.
+    s.execute(update(ProposalRow).where(ProposalRow.proposal_id == proposal_id).values(kind=ProposalRow.kind))
+    row = s.scalars(select(ProposalRow).where(ProposalRow.proposal_id == proposal_id)
+                    .execution_options(populate_existing=True)).first()
+    if row is None:
+        raise ApprovalError(Refusal.NOT_FOUND, f"no proposal {proposal_id!r}")
+    return row
+
+
+def expire_due(s: Session, *, ledger: Ledger, clock: Clock) -> int:
+    """Mark pending proposals past their expiry as expired (audited). Returns how many."""
+    now = clock()
+    rows = list(s.scalars(select(ProposalRow).where(ProposalRow.status == Status.PENDING.value,
+                                                    ProposalRow.expires_ms < _ms(now)).with_for_update()))
+    for row in rows:
+        row.status, row.decided_ms = Status.EXPIRED.value, _ms(now)
+        ledger.append(s, kind=AuditKind.PROPOSAL, subject_id=row.proposal_id, at=now,
+                      payload={"proposal_id": row.proposal_id, "status": Status.EXPIRED.value})
+    return len(rows)
+
+
+def decide(s: Session, *, proposal_id: str, principal: Principal, approve: bool, channel: Channel,
+           rules: ApprovalRules, ledger: Ledger, clock: Clock, iam: IamAdapter, reason: str | None = None,
+           tier_of: Callable[[dict[str, Any]], str | None] = lambda _p: None) -> ProposalRecord:
+    """Approve or reject as ``principal``; when the last needed approval arrives, execute once.
+
+    Raises:
+        ApprovalError: refused (not found, not pending, expired, self-approval, not entitled,
+            already decided, wrong channel); nothing was written.
+    """
+    now = clock()
+    row = _locked(s, proposal_id)
+    kind = Kind(row.kind)
+    if row.status == Status.PENDING.value and row.expires_ms < _ms(now):
+        raise ApprovalError(Refusal.EXPIRED, f"proposal {proposal_id} expired at {_iso(row.expires_ms)}; "
+                            "propose it again if it is still needed")
+    if row.status != Status.PENDING.value:
+        raise ApprovalError(Refusal.NOT_PENDING, f"proposal {proposal_id} is {row.status}, not pending; "
+                            "nothing was changed")
+    prior = [a.principal for a in s.scalars(select(ApprovalRow).where(ApprovalRow.proposal_id == proposal_id))]
+    check_entitled(rules=rules, kind=kind, principal=principal, requested_by=row.requested_by,
+                   prior_approvers=prior, channel=channel, tier=tier_of(row.payload))
+    s.add(ApprovalRow(proposal_id=proposal_id, principal=principal.id, decision="approve" if approve else "reject",
+                      channel=channel.value, reason=reason, at_ms=_ms(now)))
+    ledger.append(s, kind=AuditKind.APPROVAL, subject_id=proposal_id, at=now,
+                  payload={"proposal_id": proposal_id, "principal": principal.id, "roles": sorted(principal.roles),
+                           "decision": "approve" if approve else "reject", "channel": channel.value, "reason": reason})
+    if not approve:
+        row.status, row.decided_ms = Status.REJECTED.value, _ms(now)
+    elif len(prior) + 1 >= rules.kinds[kind].approvers:
+        row.status, row.decided_ms = Status.APPROVED.value, _ms(now)
+        execute(s, row=row, iam=iam, ledger=ledger, clock=clock)
+    s.flush()
+    return record(s, row, rules)
+
+
+def execute(s: Session, *, row: ProposalRow, iam: IamAdapter, ledger: Ledger, clock: Clock) -> None:
+    """Apply an approved proposal through the IAM adapter, at most once (idempotency key: the proposal id)."""
+    if row.status != Status.APPROVED.value or s.get(ExecutionRow, row.proposal_id) is not None:
+        return
+    now = clock()
+    try:
+        result = iam.apply(s, row, now=now)
+        status = Status.APPLIED
+    except Exception as exc:  # noqa: BLE001 - any adapter failure is recorded on the proposal, never swallowed
+        result = {"error": type(exc).__name__, "detail": str(exc)[:500]}
+        status = Status.FAILED
+    s.add(ExecutionRow(proposal_id=row.proposal_id, adapter=iam.name, status=status.value, result=result, at_ms=_ms(now)))
+    row.status, row.result = status.value, result
+    ledger.append(s, kind=AuditKind.ACTION, subject_id=row.proposal_id, at=now,
+                  payload={"proposal_id": row.proposal_id, "kind": row.kind, "adapter": iam.name,
+                           "status": status.value, "result": result})
+
+
+def list_proposals(s: Session, *, rules: ApprovalRules, status: Status | None = None,
+                   limit: int = 100) -> list[ProposalRecord]:
+    q = select(ProposalRow).order_by(ProposalRow.created_ms.desc()).limit(limit)
+    if status is not None:
+        q = q.where(ProposalRow.status == status.value)
+    return [record(s, r, rules) for r in s.scalars(q)]
+
+
+Decision = Literal["approve", "reject"]
