@@ -292,5 +292,139 @@ def _print_summary(rt: Runtime, result: Any) -> None:
     typer.echo("  glassgate audit verify")
 
 
+
+# ----------------------------------------------------------------------------- the agent
+
+
+def _principal_or_fail(rt: Runtime, who: str):
+    p = rt.principals.get(who)
+    if p is None:
+        _fail(f"{who!r} is not a principal in {rt.settings.config or 'the demo configuration'}; known: "
+              f"{', '.join(sorted(rt.principals))}", 2)
+    return p
+
+
+@app.command()
+def ask(question: str, as_json: Annotated[bool, typer.Option("--json")] = False,
+        as_: Annotated[str, typer.Option("--as", help="who is asking (recorded as requester of any proposal)")] = "ana",
+        audience: Annotated[str, typer.Option(help="analyst, ticket or auditor")] = "analyst",
+        thread: Annotated[str | None, typer.Option(help="continue a conversation thread")] = None) -> None:
+    """Ask the agent about decisions, sessions, policies or thresholds; answers are grounded and verified."""
+    import uuid
+
+    from agent.graph import answer_of
+    from agent.narrative import Audience
+
+    if audience not in {a.value for a in Audience}:
+        _fail(f"--audience must be one of {', '.join(a.value for a in Audience)}", 2)
+    rt = _rt()
+    tid = thread or f"ask-{uuid.uuid4().hex[:12]}"
+    cfg = {"configurable": {"thread_id": tid}}
+    rt.graph.invoke({"question": question, "asked_by": as_, "audience": audience}, cfg)
+    out = {**answer_of(rt.graph.get_state(cfg).values), "thread_id": tid}
+    if as_json:
+        _dump(out)
+        return
+    typer.echo(out["answer"])
+    if out["citations"]:
+        typer.echo("\nsources: " + "; ".join(f"{c['policy_id']} v{c['version']} §{c['section']}" for c in out["citations"]))
+    if out["proposal"]:
+        p = out["proposal"]
+        typer.echo(f"\nproposal {p['proposal_id']} ({p['kind']}) is {p['status']}; it needs {p['approvals_needed']} "
+                   f"approval(s): glassgate approve {p['proposal_id']} --as <approver>")
+    if not out["verified"]:
+        typer.echo("\nWARNING: this answer failed verification: "
+                   + "; ".join(f["detail"] for f in out["verification_failures"]))
+
+
+def _proposals_rt() -> tuple[Runtime, Any]:
+    from agent.proposals import expire_due
+
+    rt = _rt()
+    with rt.sessions.begin() as s:
+        expire_due(s, ledger=rt.ledger, clock=rt.clock)
+    return rt, rt.approval_rules
+
+
+@app.command()
+def proposals(as_json: Annotated[bool, typer.Option("--json")] = False,
+              status: Annotated[str | None, typer.Option(help="pending, approved, applied, failed, rejected, expired")] = None) -> None:
+    """List proposals with their status and approvals."""
+    from agent.approval import Status
+    from agent.proposals import list_proposals
+
+    if status is not None and status not in {x.value for x in Status}:
+        _fail(f"--status must be one of {', '.join(x.value for x in Status)}", 2)
+    rt, rules = _proposals_rt()
+    with rt.sessions() as s:
+        recs = list_proposals(s, rules=rules, status=Status(status) if status else None)
+    if as_json:
+        _dump([r.model_dump(mode="json") for r in recs])
+        return
+    if not recs:
+        typer.echo("no proposals")
+    for r in recs:
+        got = sum(1 for a in r.approvals if a["decision"] == "approve")
+        typer.echo(f"{r.proposal_id}  {r.kind:<16} {r.status:<8} by {r.requested_by:<8} approvals {got}/"
+                   f"{r.approvals_needed}  expires {r.expires_at}  {json.dumps(r.payload, sort_keys=True)}")
+
+
+def _decide_cli(proposal_id: str, who: str, approve: bool, reason: str | None) -> None:
+    from langgraph.types import Command
+
+    from agent.approval import ApprovalError, Channel
+    from agent.proposals import decide
+    from risk.store.control import ProposalRow
+
+    rt, rules = _proposals_rt()
+    principal = _principal_or_fail(rt, who)
+    with rt.sessions() as s:
+        row = s.get(ProposalRow, proposal_id)
+        thread = row.thread_id if row is not None else None
+    answer = {"principal": principal.id, "approve": approve, "channel": Channel.CLI.value, "reason": reason}
+    if thread and row.status == "pending":
+        cfg = {"configurable": {"thread_id": thread}}
+        if rt.graph.get_state(cfg).next == ("await_approval",):
+            rt.graph.invoke(Command(resume=answer), cfg)
+            values = rt.graph.get_state(cfg).values
+            if values.get("approval_error"):
+                _fail(values["approval_error"]["message"])
+            rec = values["proposal"]
+            _report_decision(rec, as_json=False)
+            return
+    try:
+        with rt.sessions.begin() as s:
+            rec = decide(s, proposal_id=proposal_id, principal=principal, approve=approve, channel=Channel.CLI,
+                         rules=rules, ledger=rt.ledger, clock=rt.clock, iam=rt.agent_deps.iam, reason=reason,
+                         tier_of=rt.agent_deps.tier_of).model_dump(mode="json")
+    except ApprovalError as exc:
+        _fail(str(exc))
+    _report_decision(rec, as_json=False)
+
+
+def _report_decision(rec: dict[str, Any], *, as_json: bool) -> None:
+    if as_json:
+        _dump(rec)
+        return
+    got = sum(1 for a in rec["approvals"] if a["decision"] == "approve")
+    line = f"{rec['proposal_id']} is now {rec['status']} ({got}/{rec['approvals_needed']} approvals)"
+    if rec.get("result"):
+        line += f": {json.dumps(rec['result'], sort_keys=True)}"
+    typer.echo(line)
+
+
+@app.command()
+def approve(proposal_id: str, as_: Annotated[str, typer.Option("--as", help="the approving principal")],
+            reason: Annotated[str | None, typer.Option()] = None) -> None:
+    """Approve a proposal as a configured principal; the action runs once the approvals it needs are in."""
+    _decide_cli(proposal_id, as_, True, reason)
+
+
+@app.command()
+def reject(proposal_id: str, as_: Annotated[str, typer.Option("--as", help="the rejecting principal")],
+           reason: Annotated[str, typer.Option(help="why (recorded)")]) -> None:
+    """Reject a proposal as a configured principal."""
+    _decide_cli(proposal_id, as_, False, reason)
+
 if __name__ == "__main__":
     app()

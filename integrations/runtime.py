@@ -2,21 +2,32 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from agent.approval import ApprovalRules, Principal
+from agent.deps import AgentDeps
+from agent.graph import build_graph
+from agent.iam import BuiltinIam
+from integrations.principals import DEMO_CONFIG, as_principals, load_principals
 from integrations.settings import Settings
+from knowledge.index import PolicyIndex
 from risk.audit import Ledger
 from risk.engine import DecisionEngine
 from risk.model import ModelNotFoundError, RiskModel, load_model
 from risk.policy import PolicySet, load_policies
 from risk.store.db import make_engine, session_factory
 from risk.store.migrate import upgrade
+from risk.store.policies import effective_policy
+from tools.context import ToolContext
+from tools.policies import sync_index
 
 
 def utcnow() -> datetime:
@@ -26,7 +37,12 @@ def utcnow() -> datetime:
 @dataclass
 class Runtime:
     settings: Settings
-    clock: object = field(default=utcnow)
+    clock: object = None
+
+    def __post_init__(self) -> None:
+        if self.clock is None:
+            fixed = self.settings.now
+            self.clock = (lambda: fixed) if fixed is not None else utcnow
 
     @cached_property
     def db(self) -> Engine:
@@ -72,3 +88,67 @@ class Runtime:
         model = self.model  # first: a missing model must fail before any state is created
         return DecisionEngine(sessions=self.sessions, model=model, policy=self.policy, ledger=self.ledger,
                               clock=self.clock)  # type: ignore[arg-type]
+
+
+    # ------------------------------------------------------------------ the agent
+
+    @cached_property
+    def principals(self) -> dict[str, Principal]:
+        return as_principals(load_principals(self.settings.config or DEMO_CONFIG))
+
+    @cached_property
+    def index(self) -> PolicyIndex:
+        if self.settings.chroma_url:
+            idx = PolicyIndex.open_http(self.settings.chroma_url)
+        else:
+            idx = PolicyIndex.open_persistent(self.settings.chroma_path)
+        with self.sessions() as s:
+            sync_index(idx, s, effective_policy(s, self.policy))
+        return idx
+
+    def tool_context(self, *, with_index: bool = True, with_model: bool = True) -> ToolContext:
+        model = None
+        if with_model:
+            try:
+                model = self.model
+            except ModelNotFoundError:
+                model = None
+        return ToolContext(sessions=self.sessions, policy=self.policy, model=model, clock=self.clock,  # type: ignore[arg-type]
+                           tz=ZoneInfo(self.settings.tz), index=self.index if with_index else None)
+
+    @cached_property
+    def approval_rules(self) -> ApprovalRules:
+        return ApprovalRules.from_policy(self.policy)
+
+    @cached_property
+    def agent_deps(self) -> AgentDeps:
+        from agent.llm import build_llm
+
+        planner, narrator = build_llm(base_url=self.settings.llm_base_url, model=self.settings.llm_model,
+                                      api_key=self.settings.openai_api_key)
+        return AgentDeps(tools=self.tool_context(), rules=self.approval_rules, ledger=self.ledger,
+                         iam=BuiltinIam(base_policy=self.policy, rules=self.approval_rules), clock=self.clock,  # type: ignore[arg-type]
+                         principals=self.principals, planner=planner, narrator=narrator)
+
+    @cached_property
+    def checkpointer(self) -> Any:
+        if self.settings.db_url.startswith("postgresql"):
+            import psycopg
+            from langgraph.checkpoint.postgres import PostgresSaver
+            from psycopg.rows import dict_row
+
+            url = self.settings.db_url.replace("postgresql+psycopg://", "postgresql://")
+            saver = PostgresSaver(psycopg.connect(url, autocommit=True, prepare_threshold=0, row_factory=dict_row))
+        else:
+            import sqlite3
+
+            from langgraph.checkpoint.sqlite import SqliteSaver
+
+            self.settings.home.mkdir(parents=True, exist_ok=True)
+            saver = SqliteSaver(sqlite3.connect(self.settings.checkpoint_path, check_same_thread=False))
+        saver.setup()
+        return saver
+
+    @cached_property
+    def graph(self) -> Any:
+        return build_graph(self.agent_deps, checkpointer=self.checkpointer)

@@ -18,12 +18,12 @@ import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import chromadb
 from chromadb.api import ClientAPI
-from chromadb.api.types import Documents, EmbeddingFunction
+from chromadb.api.types import EmbeddingFunction
 from chromadb.config import Settings
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
@@ -87,6 +87,14 @@ def _passage(doc: str | None, meta: Mapping[str, Any]) -> dict[str, Any]:
             "heading": meta["heading"], "title": meta["title"], "text": doc or ""}  # fmt: skip
 
 
+def _rows(got: Any) -> list[tuple[str, str | None, dict[str, Any]]]:
+    """(id, document, metadata) for every record of a chroma ``get`` result."""
+    ids = list(got["ids"])
+    docs = got.get("documents") or [None] * len(ids)
+    metas = got.get("metadatas") or [{}] * len(ids)
+    return [(i, d, dict(m or {})) for i, d, m in zip(ids, docs, metas, strict=True)]
+
+
 def _and(*clauses: dict[str, Any] | None) -> dict[str, Any] | None:
     kept = [c for c in clauses if c]
     return None if not kept else kept[0] if len(kept) == 1 else {"$and": kept}
@@ -107,12 +115,14 @@ class PolicyIndex:
         client: ClientAPI,
         *,
         collection: str = "policies",
-        embedding_function: EmbeddingFunction[Documents] | None = None,
+        embedding_function: EmbeddingFunction[Any] | None = None,
     ) -> None:
         self.client = client
         self._ef = embedding_function if embedding_function is not None else MiniLMEmbeddingFunction()
         self._col = client.get_or_create_collection(
-            collection, embedding_function=self._ef, configuration={"hnsw": {"space": "cosine"}}
+            collection,
+            embedding_function=cast(Any, self._ef),  # chroma types it over Documents | Images; ours embeds Documents
+            configuration={"hnsw": {"space": "cosine"}},
         )
 
     @classmethod
@@ -158,7 +168,7 @@ class PolicyIndex:
         added = updated = removed = unchanged = 0
         for (pid, ver), group in groups.items():
             got = self._col.get(where=_and({"policy_id": pid}, {"version": ver}), include=["metadatas"])
-            stored = {i: m["content_hash"] for i, m in zip(got["ids"], got["metadatas"] or [], strict=True)}
+            stored = {i: m["content_hash"] for i, _, m in _rows(got)}
             for ordinal, p in enumerate(group):
                 h = _content_hash(p, ordinal)
                 if stored.get(p.id) == h:
@@ -197,7 +207,7 @@ class PolicyIndex:
         )
         docs, metas, dists = (res["documents"] or [[]])[0], (res["metadatas"] or [[]])[0], (res["distances"] or [[]])[0]
         return [
-            Hit(**_passage(d, m), score=1.0 - float(dist)) for d, m, dist in zip(docs, metas, dists, strict=True)
+            Hit(**_passage(d, dict(m)), score=1.0 - float(dist)) for d, m, dist in zip(docs, metas, dists, strict=True)
         ]
 
     def get(self, policy_id: str, section: str, version: int | None = None) -> Hit | None:
@@ -211,26 +221,25 @@ class PolicyIndex:
         else:
             where = _and({"policy_id": policy_id}, {"section": section}, {"latest": True})
             got = self._col.get(where=where, include=["documents", "metadatas"])
-        if not got["ids"]:
-            return None
-        return Hit(**_passage((got["documents"] or [None])[0], (got["metadatas"] or [{}])[0]), score=1.0)
+        rows = _rows(got)
+        return Hit(**_passage(rows[0][1], rows[0][2]), score=1.0) if rows else None
 
     def sections(self, policy_id: str, *, version: int | None = None) -> list[Passage]:
         """Every section of the policy (latest version by default), in document order."""
         which = {"latest": True} if version is None else {"version": version}
         got = self._col.get(where=_and({"policy_id": policy_id}, which), include=["documents", "metadatas"])
-        rows = sorted(zip(got["documents"] or [], got["metadatas"] or [], strict=True), key=lambda r: r[1]["ordinal"])
-        return [Passage(**_passage(d, m)) for d, m in rows]
+        rows = sorted(_rows(got), key=lambda r: int(r[2]["ordinal"]))
+        return [Passage(**_passage(d, m)) for _, d, m in rows]
 
     def _versions(self, policy_id: str) -> set[int]:
         got = self._col.get(where={"policy_id": policy_id}, include=["metadatas"])
-        return {int(m["version"]) for m in got["metadatas"] or []}
+        return {int(m["version"]) for _, _, m in _rows(got)}
 
     def _refresh_latest(self, policy_id: str) -> None:
-        got = self._col.get(where={"policy_id": policy_id}, include=["metadatas"])
-        metas = got["metadatas"] or []
-        top = max((int(m["version"]) for m in metas), default=0)
-        stale = [(i, m) for i, m in zip(got["ids"], metas, strict=True) if m["latest"] != (m["version"] == top)]
+        """Set ``latest`` on the highest stored version of the policy, and only there."""
+        rows = _rows(self._col.get(where={"policy_id": policy_id}, include=["metadatas"]))
+        top = max((int(m["version"]) for _, _, m in rows), default=0)
+        stale = [(i, m) for i, _, m in rows if m["latest"] != (m["version"] == top)]
         if stale:
             self._col.update(
                 ids=[i for i, _ in stale], metadatas=[{**m, "latest": m["version"] == top} for _, m in stale]

@@ -16,7 +16,9 @@ from pydantic import BaseModel, ValidationError
 
 from tools.context import ToolContext
 from tools.decisions import find_decisions, get_decision, session_timeline
+from tools.entities import known_entities
 from tools.errors import BadField, InputProblem, ToolError, ToolInputError, ToolNotFound, ToolUnavailable, UnknownTool
+from tools.policies import get_policy_section, search_policies
 from tools.similar import similar_decisions
 from tools.tuning import replay_threshold, verdict_stats
 from tools.whatif import what_if
@@ -68,7 +70,7 @@ class Tool:
 
 
 TOOLS: tuple[ToolFn, ...] = (find_decisions, get_decision, session_timeline, what_if, replay_threshold,
-                             similar_decisions, verdict_stats)
+                             similar_decisions, verdict_stats, search_policies, get_policy_section, known_entities)
 REGISTRY: dict[str, Tool] = {t.name: t for t in map(Tool.from_function, TOOLS)}
 
 
@@ -80,7 +82,7 @@ def get_tool(name: str) -> Tool:
         raise UnknownTool(name, sorted(REGISTRY)) from None
 
 
-def call_tool(ctx: ToolContext, name: str, args: Mapping[str, Any]) -> BaseModel:
+def call_tool(ctx: ToolContext, name: str, args: Mapping[str, Any]) -> Any:
     """Validate ``args`` against the tool's input model and run it.
 
     Raises:

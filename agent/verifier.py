@@ -1,0 +1,174 @@
+"""The grounding verifier: a narrative may state only what the evidence holds.
+
+Checked for every narrative from any narrator:
+- every claim matches the evidence (outcome, risk, threshold, drivers with their direction
+  and value, rules, counterfactuals, what-if results, session changes);
+- every number in the text equals, after rounding to the digits written, a number in the evidence;
+- every factor named in the text is one the evidence holds (and a factor the explanation
+  pushed one way is not claimed to push the other);
+- every policy cited is a passage that was retrieved;
+- the text does not contradict the outcome (no "should have been allowed" for a denial).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from agent.narrative import Claim, Evidence, Narrative, Verification, VerificationFailure
+from agent.narrator_offline import evidence_numbers
+from risk.catalog import FEATURES
+
+NUMBER = re.compile(r"(?<![\w.\-§/:])[-+]?\d[\d,]*(?:\.\d+)?(?![\w\-])")
+POLICY_ID = re.compile(r"\bPOL-[A-Z]+-\d{3}\b")
+CONTRADICTIONS = re.compile(
+    r"\b(should|ought to|must) (?:have )?(?:been |be )?(?:allowed|granted|permitted)\b|\b(?:was|is) (?:a |an )?"
+    r"(?:mistake|error|false positive|wrong)\b|\bdenial (?:was|is) (?:unjustified|unwarranted|incorrect)\b",
+    re.IGNORECASE)
+
+
+def _numbers_allowed(ev: Evidence) -> set[str]:
+    """Every way a number from the evidence may be written: rounded to 0-4 digits, with thousands
+    separators, as a percentage, and the clock times and dates of the evidence's timestamps."""
+    out: set[str] = set()
+    for v in evidence_numbers(ev.model_dump(mode="json")):
+        for x in (v, v * 100, abs(v)):
+            for d in range(5):
+                out.add(f"{x:.{d}f}")
+                out.add(f"{x:,.{d}f}")
+    for ts in re.findall(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}", ev.model_dump_json()):
+        y, m, d = ts[:10].split("-")
+        out.update({y, m, d, str(int(m)), str(int(d)), ts[11:13], ts[14:16], str(int(ts[11:13]))})
+    for text in re.findall(r"\d+", ev.question):  # numbers the asker wrote may be repeated back
+        out.add(text)
+    # Numbers written inside the evidence's own strings (formatted values, rule descriptions, passages)
+    # may be quoted as written.
+    for text in _strings(ev.model_dump(mode="json")):
+        for m in NUMBER.finditer(text):
+            out |= _written(m.group())
+    return out
+
+
+def _strings(obj: Any) -> list[str]:
+    if isinstance(obj, str):
+        return [obj]
+    if isinstance(obj, dict):
+        return [t for v in obj.values() for t in _strings(v)]
+    if isinstance(obj, list):
+        return [t for v in obj for t in _strings(v)]
+    return []
+
+
+def _written(token: str) -> set[str]:
+    t = token.lstrip("+")
+    return {t, t.replace(",", ""), t.lstrip("-")}
+
+
+def _check_claim(c: Claim, ev: Evidence, cited: set[tuple[str, int, str]]) -> str | None:
+    d, e = ev.decision or {}, ev.explanation or {}
+    by_decision = {d.get("decision_id"): d} if d else {}
+    steps = {s["decision_id"]: s for s in (ev.timeline or {}).get("steps", [])}
+    if c.type == "outcome":
+        known = by_decision.get(c.subject) or steps.get(c.subject)
+        if known is None:
+            return f"outcome claimed for {c.subject}, which is not in the evidence"
+        return None if known["outcome"] == c.value else f"outcome {c.value} for {c.subject}; the evidence says {known['outcome']}"
+    if c.type == "risk":
+        return None if d and isinstance(c.value, int | float) and abs(d["risk"] - c.value) <= 0.005 else \
+            f"risk {c.value} does not match the evidence ({d.get('risk')})"
+    if c.type == "threshold":
+        return None if d and c.value in (d["step_up_at"], d["deny_at"]) else f"threshold {c.value} is not the decision's"
+    if c.type == "driver":
+        f = next((x for x in e.get("factors", []) if x["feature"] == c.feature), None)
+        if f is None:
+            return f"driver {c.feature!r} is not among the explanation's factors"
+        if (c.direction == "+") != (f["points"] > 0):
+            return f"driver {c.feature} claimed to push risk {'up' if c.direction == '+' else 'down'}; it pushed the other way"
+        if c.value is not None and str(c.value) != f["display"]:
+            return f"driver {c.feature} claimed value {c.value!r}; the evidence says {f['display']!r}"
+        if c.points is not None and abs(c.points - f["points"]) > 0.005:
+            return f"driver {c.feature} claimed {c.points:+.2f}; the evidence says {f['points']:+.2f}"
+        return None
+    if c.type == "rule":
+        return None if c.value in {r["rule_id"] for r in d.get("rules", [])} else f"rule {c.value} did not match"
+    if c.type == "counterfactual":
+        ok = any(cf["outcome_after"] == c.value and ",".join(a["action"] for a in cf["actions"]) == c.feature
+                 for cf in e.get("counterfactuals", []))
+        return None if ok else f"counterfactual {c.feature} -> {c.value} was not verified by re-scoring"
+    if c.type == "what_if":
+        w = ev.what_if or {}
+        return None if w and w["after"]["outcome"] == c.value else f"what-if outcome {c.value} is not the re-scored one"
+    if c.type == "change":
+        s = steps.get(c.subject)
+        ch = next((x for x in (s or {}).get("changes", []) if x["feature"] == c.feature), None)
+        if ch is None:
+            return f"change of {c.feature} at {c.subject} is not in the timeline"
+        return None if (c.direction == "+") == (ch["points_delta"] >= 0) else f"change of {c.feature} has the wrong direction"
+    if c.type == "exception":
+        x = d.get("exception") or {}
+        return None if x.get("exception_id") == c.value else f"exception {c.value} was not in force"
+    if c.type == "tuning":
+        return None if (ev.tuning or {}).get("recommendation") == c.value else "tuning recommendation not in evidence"
+    return None
+
+
+def verify(narrative: Narrative, ev: Evidence) -> Verification:
+    """Check ``narrative`` against ``ev``; every failure is named."""
+    failures: list[VerificationFailure] = []
+    retrieved = {(c.policy_id, c.version, c.section) for c in ev.citations}
+    for c in narrative.claims:
+        if c.citation is not None and (c.citation.policy_id, c.citation.version, c.citation.section) not in retrieved:
+            failures.append(VerificationFailure(check="citation", detail=f"{c.citation.policy_id} v{c.citation.version} "
+                                                f"§{c.citation.section} was not retrieved"))
+        problem = _check_claim(c, ev, retrieved)
+        if problem:
+            failures.append(VerificationFailure(check=f"claim:{c.type}", detail=problem))
+    for cit in narrative.citations:
+        if (cit.policy_id, cit.version, cit.section) not in retrieved:
+            failures.append(VerificationFailure(check="citation", detail=f"{cit.policy_id} v{cit.version} "
+                                                f"§{cit.section} was not retrieved"))
+    text = narrative.text
+    allowed = _numbers_allowed(ev)
+    for m in NUMBER.finditer(text):
+        if not (_written(m.group()) & allowed):
+            failures.append(VerificationFailure(check="number", detail=f"{m.group()!r} is not a number in the evidence"))
+    retrieved_ids = {c.policy_id for c in ev.citations} | _decision_policy_ids(ev)
+    for pid in set(POLICY_ID.findall(text)) - retrieved_ids:
+        failures.append(VerificationFailure(check="citation", detail=f"{pid} is cited but no passage of it was retrieved"))
+    failures += _factor_mentions(text, ev)
+    d = ev.decision or {}
+    disputed = CONTRADICTIONS.search(text)
+    if d.get("outcome") in ("deny", "step_up") and disputed:
+        failures.append(VerificationFailure(check="contradiction", detail=f"the text disputes a {d['outcome']} that "
+                                            f"the evidence supports: {disputed.group()!r}"))
+    return Verification(verified=not failures, failures=failures)
+
+
+def _decision_policy_ids(ev: Evidence) -> set[str]:
+    d = ev.decision or {}
+    ids = {d["policy_id"]} if d else set()
+    ids |= {r["policy_id"] for r in d.get("rules", [])}
+    if d.get("exception"):
+        ids.add(d["exception"]["policy_id"])
+    if ev.tuning:
+        ids.add(ev.tuning["policy_id"])
+    return ids
+
+
+def _factor_mentions(text: str, ev: Evidence) -> list[VerificationFailure]:
+    """A factor named in the text must be one the evidence holds with a visible effect."""
+    lowered = text.lower()
+    known: dict[str, Any] = {f["feature"]: f for f in (ev.explanation or {}).get("factors", [])}
+    moved = {c["feature"] for s in (ev.timeline or {}).get("steps", []) for c in s["changes"]}
+    changed = {c["feature"] for c in (ev.what_if or {}).get("changes", [])}
+    cf = {c["feature"] for x in (ev.explanation or {}).get("counterfactuals", []) for a in x["actions"] for c in a["changes"]}
+    out = []
+    for f in FEATURES:
+        if f.label.lower() not in lowered:
+            continue
+        if f.name in moved or f.name in changed or f.name in cf:
+            continue
+        k = known.get(f.name)
+        if k is None or abs(k["points"]) < 0.005:
+            out.append(VerificationFailure(check="factor", detail=f"{f.label!r} is named but did not drive this decision"))
+    return out
