@@ -67,7 +67,16 @@ class AgentDeps:
 
     def narrate(self, ev: Evidence, audience: Audience) -> tuple[Narrative, dict[str, Any]]:
         """Draft with the configured narrator, verify, and fall back to the deterministic narrative on failure."""
-        draft = self.narrator.draft(ev, audience)
+        from agent.llm import LlmUnavailable
+
+        try:
+            draft = self.narrator.draft(ev, audience)
+        except LlmUnavailable as exc:
+            fallback = narrate_offline(ev, audience)
+            again = verify(fallback, ev)
+            return fallback, {"verified": again.verified, "failures": [f.model_dump() for f in again.failures],
+                              "fallback_from": {"narrator": self.narrator.name, "failures": [
+                                  {"check": "unavailable", "detail": str(exc)[:300]}]}}
         check = verify(draft, ev)
         if check.verified:
             return draft, {"verified": True, "failures": []}

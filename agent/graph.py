@@ -22,6 +22,7 @@ from agent.approval import ApprovalError, Channel, Kind, Status
 from agent.deps import AgentDeps
 from agent.gather import gather
 from agent.narrative import Audience, Evidence, Intent, Narrative
+from agent.planner import plan as offline_plan
 from agent.proposals import create, decide, record
 from agent.verifier import verify
 from risk.audit import AuditKind
@@ -107,7 +108,10 @@ def build_graph(deps: AgentDeps, *, checkpointer: Any = None) -> Any:
     def after_verify(state: AgentState) -> Literal["propose", "__end__"]:
         ev = state["evidence"]
         wants = ev["intent"] == Intent.TUNING.value and (ev.get("tuning") or {}).get("proposal")
-        return "propose" if wants else "__end__"
+        # A proposal needs the deterministic reading of the question to agree that it asks about tuning:
+        # a language model that was talked into it cannot widen what the agent drafts.
+        agreed = offline_plan(state["question"], users=set(), resources=set()).intent is Intent.TUNING
+        return "propose" if wants and agreed else "__end__"
 
     def after_decision(state: AgentState) -> Literal["await_approval", "__end__"]:
         proposal = state.get("proposal") or {}

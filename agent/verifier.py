@@ -22,9 +22,19 @@ from risk.catalog import FEATURES
 NUMBER = re.compile(r"(?<![\w.\-§/:])[-+]?\d[\d,]*(?:\.\d+)?(?![\w\-])")
 POLICY_ID = re.compile(r"\bPOL-[A-Z]+-\d{3}\b")
 CONTRADICTIONS = re.compile(
-    r"\b(should|ought to|must) (?:have )?(?:been |be )?(?:allowed|granted|permitted)\b|\b(?:was|is) (?:a |an )?"
-    r"(?:mistake|error|false positive|wrong)\b|\bdenial (?:was|is) (?:unjustified|unwarranted|incorrect)\b",
+    r"\b(should|ought to|must) (?:have )?(?:been |be )?(?:allowed|granted|permitted|let in|reversed|overturned|"
+    r"lifted|unblocked)\b|\b(?:was|is|looks like|seems like) (?:a |an )?(?:mistake|error|false positive|false alarm|"
+    r"wrong)\b|\bfalse (?:alarm|positive)\b|\bdenial (?:was|is) (?:unjustified|unwarranted|incorrect)\b|"
+    r"\bgrant (?:him |her |them |the user )?an exception\b|\blet (?:him|her|them) in\b",
     re.IGNORECASE)
+OUTCOME_TEXT = {"allowed": "allow", "granted": "allow", "let in": "allow", "denied": "deny", "blocked": "deny",
+                "refused": "deny", "stepped up": "step_up", "challenged": "step_up"}
+SUBJECT_OUTCOME = re.compile(r"\b(?:was|is|has been|were)\s+(allowed|granted|let in|denied|blocked|refused|stepped up|"
+                             r"challenged)\b", re.IGNORECASE)
+RISK_VALUE = re.compile(r"\brisk(?: score)?(?: of| was| is| at| =|:)?\s+([01]?\.\d+)", re.IGNORECASE)
+THRESHOLD_VALUE = re.compile(r"\bthreshold(?: of| is| at| =|:)?\s+([01]?\.\d+)", re.IGNORECASE)
+CITED_SECTION = re.compile(r"§\s?([0-9][\w-]*)")
+CITED_VERSION = re.compile(r"\b(POL-[A-Z]+-\d{3})\s+v(\d+)\b")
 
 
 def _numbers_allowed(ev: Evidence) -> set[str]:
@@ -32,7 +42,7 @@ def _numbers_allowed(ev: Evidence) -> set[str]:
     separators, as a percentage, and the clock times and dates of the evidence's timestamps."""
     out: set[str] = set()
     for v in evidence_numbers(ev.model_dump(mode="json")):
-        for x in (v, v * 100, abs(v)):
+        for x in (v, v * 100):
             for d in range(5):
                 out.add(f"{x:.{d}f}")
                 out.add(f"{x:,.{d}f}")
@@ -60,8 +70,9 @@ def _strings(obj: Any) -> list[str]:
 
 
 def _written(token: str) -> set[str]:
+    """A written number as the evidence may hold it: a '+' is decoration, a '-' is not."""
     t = token.lstrip("+")
-    return {t, t.replace(",", ""), t.lstrip("-")}
+    return {t, t.replace(",", "")}
 
 
 def _check_claim(c: Claim, ev: Evidence, cited: set[tuple[str, int, str]]) -> str | None:
@@ -136,12 +147,89 @@ def verify(narrative: Narrative, ev: Evidence) -> Verification:
     for pid in set(POLICY_ID.findall(text)) - retrieved_ids:
         failures.append(VerificationFailure(check="citation", detail=f"{pid} is cited but no passage of it was retrieved"))
     failures += _factor_mentions(text, ev)
+    failures += _bound_values(text, ev)
+    failures += _outcome_words(text, ev)
+    failures += _cited_places(text, ev)
+    if ev.decision and not any(c.type == "outcome" and c.subject == ev.decision["decision_id"] for c in narrative.claims):
+        failures.append(VerificationFailure(check="claim:outcome", detail="the narrative makes no checkable claim about "
+                                            f"the outcome of {ev.decision['decision_id']}"))
     d = ev.decision or {}
     disputed = CONTRADICTIONS.search(text)
     if d.get("outcome") in ("deny", "step_up") and disputed:
         failures.append(VerificationFailure(check="contradiction", detail=f"the text disputes a {d['outcome']} that "
                                             f"the evidence supports: {disputed.group()!r}"))
     return Verification(verified=not failures, failures=failures)
+
+
+def _risks(ev: Evidence) -> list[float]:
+    d = ev.decision or {}
+    out = [d["risk"]] if d else []
+    out += [s["risk"] for s in (ev.timeline or {}).get("steps", [])]
+    out += [cf["risk_after"] for cf in (ev.explanation or {}).get("counterfactuals", [])]
+    w = ev.what_if or {}
+    out += [w[k]["risk"] for k in ("before", "after", "stored") if isinstance(w.get(k), dict) and "risk" in w[k]]
+    out += [m["risk"] for m in ev.matches]
+    return out
+
+
+def _thresholds(ev: Evidence) -> list[float]:
+    d, t = ev.decision or {}, ev.tuning or {}
+    out = [d[k] for k in ("step_up_at", "deny_at") if k in d]
+    out += [s for s in (t.get("step_up_at"), t.get("deny_at")) if s is not None]
+    out += [v for v in ((t.get("proposal") or {}).get("step_up_at"), (t.get("proposal") or {}).get("deny_at")) if v is not None]
+    return out
+
+
+def _bound_values(text: str, ev: Evidence) -> list[VerificationFailure]:
+    """A number written as a risk must be a risk of the evidence; as a threshold, a threshold."""
+    out = []
+    for pattern, values, what in ((RISK_VALUE, _risks(ev), "risk"), (THRESHOLD_VALUE, _thresholds(ev), "threshold")):
+        for m in pattern.finditer(text):
+            token = m.group(1)
+            digits = len(token.split(".")[1])
+            if not any(f"{v:.{digits}f}".lstrip("0") == token.lstrip("0") for v in values):
+                out.append(VerificationFailure(check=f"number:{what}", detail=f"{what} {token} is not a {what} in the evidence"))
+    return out
+
+
+def _outcome_words(text: str, ev: Evidence) -> list[VerificationFailure]:
+    """Outcomes stated in the text must be outcomes the evidence holds; the decision's own sentence must match."""
+    d = ev.decision or {}
+    known = {d.get("outcome")} | {s["outcome"] for s in (ev.timeline or {}).get("steps", [])}
+    known |= {cf["outcome_after"] for cf in (ev.explanation or {}).get("counterfactuals", [])}
+    w = ev.what_if or {}
+    known |= {w[k]["outcome"] for k in ("before", "after", "stored") if isinstance(w.get(k), dict) and "outcome" in w[k]}
+    known |= {m["outcome"] for m in ev.matches}
+    out = []
+    for sentence in re.split(r"(?<=[.!?])\s+|\n", text):
+        for m in SUBJECT_OUTCOME.finditer(sentence):
+            said = OUTCOME_TEXT[m.group(1).lower()]
+            hypothetical = re.search(r"\b(would|could|had|if|unless)\b", sentence[: m.start()], re.IGNORECASE)
+            if said not in known and not hypothetical:
+                out.append(VerificationFailure(check="outcome", detail=f"the text says {m.group(0)!r}; no decision in "
+                                               "the evidence had that outcome"))
+            elif d and not hypothetical and d["user_id"] in sentence[: m.start()] and d["resource_id"] in sentence \
+                    and said != d["outcome"]:
+                out.append(VerificationFailure(check="outcome", detail=f"the text says {d['user_id']} {m.group(0)}; "
+                                               f"the decision was {d['outcome']}"))
+    return out
+
+
+def _cited_places(text: str, ev: Evidence) -> list[VerificationFailure]:
+    """Sections and versions written in the text must be ones the evidence holds."""
+    d = ev.decision or {}
+    sections = {c.section for c in ev.citations} | {r["section"] for r in d.get("rules", [])}
+    sections |= {line.rsplit("§", 1)[1].rstrip(")") for line in (ev.explanation or {}).get("crossed", []) if "§" in line}
+    if d.get("exception"):
+        sections.add(d["exception"]["section"])
+    versions = {(c.policy_id, c.version) for c in ev.citations} | {(r["policy_id"], r["policy_version"]) for r in d.get("rules", [])}
+    if d:
+        versions.add((d["policy_id"], d["policy_version"]))
+    out = [VerificationFailure(check="citation", detail=f"§{m.group(1)} is not a section in the evidence")
+           for m in CITED_SECTION.finditer(text) if m.group(1).rstrip(".,;:)") not in sections]
+    out += [VerificationFailure(check="citation", detail=f"{m.group(1)} v{m.group(2)} is not a version in the evidence")
+            for m in CITED_VERSION.finditer(text) if (m.group(1), int(m.group(2))) not in versions]
+    return out
 
 
 def _decision_policy_ids(ev: Evidence) -> set[str]:

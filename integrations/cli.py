@@ -260,6 +260,17 @@ def demo(serve: Annotated[bool, typer.Option("--serve/--no-serve", help="serving
                   f"{rt.settings.home}")
 
 
+def _ask_text(rt: Runtime, question: str) -> str:
+    import uuid
+
+    from agent.graph import answer_of
+
+    cfg = {"configurable": {"thread_id": f"demo-{uuid.uuid4().hex[:8]}"}}
+    rt.graph.invoke({"question": question, "asked_by": "ana", "audience": "analyst"}, cfg)
+    out = answer_of(rt.graph.get_state(cfg).values)
+    return out["answer"] + ("" if out["verified"] else "\n(failed verification)")
+
+
 def _print_summary(rt: Runtime, result: Any) -> None:
     from integrations.demo import example_texts
 
@@ -282,11 +293,25 @@ def _print_summary(rt: Runtime, result: Any) -> None:
         else:
             typer.echo(render.explanation_text(rec["decision"], rec["explanation"]))
     ex = result.examples
+    asks = []
+    if "impossible_travel_denied" in ex:
+        with rt.sessions() as s:
+            d, _ = get_decision(s, ex["impossible_travel_denied"])
+            user, resource = d.user_id, d.resource_id
+        asks = [f"why was {user} denied access to {resource}?", f"would {user} have been allowed from the corporate network?"]
+        typer.echo(f"\n--- the agent (offline, verified): glassgate ask \"{asks[0]}\"")
+        typer.echo(_ask_text(rt, asks[0]))
     typer.echo("\nTry next:")
     if "impossible_travel_denied" in ex:
         typer.echo(f"  glassgate explain {ex['impossible_travel_denied']}")
     if "posture_degraded_session" in ex:
         typer.echo(f"  glassgate timeline {ex['posture_degraded_session']}")
+        asks.append(f"what changed in session {ex['posture_degraded_session']}?")
+    asks += ["which policy sets the threshold for OT consoles?", "are confidential-tier step-ups too strict this month?"]
+    for q in asks[1:]:
+        typer.echo(f"  glassgate ask \"{q}\"")
+    typer.echo("  glassgate proposals; glassgate approve PROPOSAL_ID --as bob   (principals: "
+               + ", ".join(f"{p.id} ({'/'.join(sorted(r.value for r in p.roles))})" for p in rt.principals.values()) + ")")
     typer.echo("  glassgate replay --policy POL-ACCESS-001 --tier restricted --deny-at 0.8")
     typer.echo(f"  glassgate score {rt.settings.home / 'sample-events.jsonl'}")
     typer.echo("  glassgate audit verify")

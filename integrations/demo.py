@@ -98,6 +98,9 @@ def run_demo(rt: Runtime, *, users: int, days: int, seed: int, test_days: int, s
     with rt.sessions() as s:
         report = rt.ledger.verify(s)
 
+    idx = stage("indexing the policy corpus (offline MiniLM embeddings, chroma)", 1)
+    rt.index  # noqa: B018 - builds and syncs the index now, so the first question is quick
+    idx(1)
     summary = _summary(model.card, later, head.size, report.ok)
     examples = _examples(rt, later)
     (rt.settings.home / MARKER).write_text(json.dumps({"summary": summary, "examples": examples}, indent=2))

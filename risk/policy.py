@@ -608,3 +608,8 @@ def load_policies(directory: Path) -> PolicySet:
             raise PolicyError(p.name, "file", f"not UTF-8: {exc}") from None
         docs.append(_parse_doc(text, p.name))
     return PolicySet(docs, source=directory.name or str(directory))
+
+
+def parse_policy(text: str, name: str) -> PolicyDoc:
+    """Parse one policy document's text (``name`` is used in error messages), validated like a loaded file."""
+    return _parse_doc(text, name)

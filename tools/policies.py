@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from knowledge.index import Passage, SyncReport
-from risk.policy import PolicyDoc, PolicySet, _parse_doc
+from risk.policy import PolicyDoc, PolicySet, parse_policy
 from risk.store.control import PolicyVersionRow
 from risk.store.policies import version_text
 from tools.context import ToolContext
@@ -53,7 +53,7 @@ def sync_index(index: object, s: Session, policy: PolicySet) -> SyncReport:
     """Index every section of every policy version in force or approved (incremental by content hash)."""
     passages = [p for doc in policy.docs for p in passages_of(doc)]
     for row in s.query(PolicyVersionRow).all():
-        passages += passages_of(_parse_doc(row.text, f"{row.policy_id}.md"))
+        passages += passages_of(parse_policy(row.text, f"{row.policy_id}.md"))
     return index.sync(passages)  # type: ignore[attr-defined]
 
 
@@ -81,7 +81,7 @@ def get_policy_section(ctx: ToolContext, args: GetPolicySectionInput) -> PolicyP
         doc = next((d for d in policy.docs if d.id == args.policy_id), None)
         if doc is not None and args.version not in (None, doc.version):
             text = version_text(s, args.policy_id, args.version)
-            doc = _parse_doc(text, f"{args.policy_id}.md") if text else (
+            doc = parse_policy(text, f"{args.policy_id}.md") if text else (
                 next((d for d in ctx.policy.docs if d.id == args.policy_id and d.version == args.version), None))
     if doc is None or args.section not in doc.sections:
         raise ToolNotFound("policy section", f"{args.policy_id} v{args.version or 'current'} §{args.section}")

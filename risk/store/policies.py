@@ -11,7 +11,7 @@ import hashlib
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from risk.policy import PolicyDoc, PolicySet, _parse_doc
+from risk.policy import PolicyDoc, PolicySet, parse_policy
 from risk.store.control import PolicyVersionRow
 
 
@@ -28,7 +28,7 @@ def effective_policy(s: Session, base: PolicySet) -> PolicySet:
     docs = []
     for doc in base.docs:
         newer = latest.get(doc.id)
-        docs.append(_parse_doc(newer.text, doc.path) if newer is not None and newer.version > doc.version else doc)
+        docs.append(parse_policy(newer.text, doc.path) if newer is not None and newer.version > doc.version else doc)
     return PolicySet(docs)
 
 
