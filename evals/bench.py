@@ -24,6 +24,7 @@ import shap
 import sklearn
 from threadpoolctl import ThreadpoolController
 
+from evals.bench_agent import bench_agent
 from knowledge import POLICY_DIR
 from risk.audit import Ledger
 from risk.counterfactual import find_counterfactuals
@@ -63,10 +64,12 @@ def summary_ms(samples: list[float]) -> dict[str, float]:
             "mean": round(float(a.mean()), 3)}
 
 
-def bench_online(tmp: Path, sz: dict[str, Any]) -> tuple[dict[str, Any], tuple[RiskModel, np.ndarray], Any]:
+def bench_online(tmp: Path, sz: dict[str, Any]) -> tuple[dict[str, Any], tuple[RiskModel, np.ndarray],
+                                                      tuple[DecisionEngine, float]]:
     """Single-event score+explain latency through the real engine, and where one event's time goes.
 
-    Returns the figures, ``(model, X)`` for the batch benchmark, and the store's session factory.
+    Returns the figures, ``(model, X)`` for the batch benchmark, and ``(engine, last event's ts)`` over the
+    store it filled (for the replay and agent benchmarks).
     """
     policy = load_policies(POLICY_DIR)
     world, t_gen = timed(lambda: generate_world(users=200, days=21, seed=3))
@@ -105,7 +108,7 @@ def bench_online(tmp: Path, sz: dict[str, Any]) -> tuple[dict[str, Any], tuple[R
     return {**totals["default"], "one_thread_pools": totals["one_thread"], "parts_p50_ms": parts,
             "outcomes": {o: outcomes.count(o) for o in sorted(set(outcomes))},
             "setup_s": {"world_events": len(world.events), "generate_world": round(t_gen, 2), "train": round(t_train, 2),
-                        "warm_profiles": round(t_warm, 2)}}, (model, X), sessions
+                        "warm_profiles": round(t_warm, 2)}}, (model, X), (engine, float(world.events["ts"].max()))
 
 
 def blocks(items: list[Any], ctl: ThreadpoolController) -> Iterator[tuple[str, list[Any]]]:
@@ -230,9 +233,10 @@ def main(argv: list[str] | None = None) -> None:
     mode = "quick" if ap.parse_args(argv).quick else "full"
     sz, t0, load0 = SIZES[mode], time.perf_counter(), os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="glassgate-bench-") as d:
-        latency, explain_in, sessions = bench_online(Path(d), sz)
+        latency, explain_in, (engine, world_end) = bench_online(Path(d), sz)
         batch = bench_batch_explain(*explain_in, sz)
-        rep = bench_replay(sessions, sz)
+        rep = bench_replay(engine.sessions, sz)
+        agent = bench_agent(Path(d), engine, world_end, mode)
     syn = bench_synth(sz)
     out = {"mode": mode, "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(),
                                      "platform": platform.platform(), "numpy": np.__version__,
@@ -242,6 +246,7 @@ def main(argv: list[str] | None = None) -> None:
                      "orders of magnitude, not SLOs. Latency parts are medians from a separate in-memory pass; "
                      "'rest' is the engine p50 minus those parts (DB, explanation assembly, audit), an estimate."),
            "score_explain_latency_ms": latency, "batch_explain": batch, "replay_1m": rep, "synth_1m": syn,
+           "agent": agent,
            "total_seconds": round(time.perf_counter() - t0, 1)}
     print(json.dumps(out, indent=2))
 
