@@ -225,3 +225,17 @@ def list_proposals(s: Session, *, rules: ApprovalRules, status: Status | None = 
 
 
 Decision = Literal["approve", "reject"]
+
+
+class StoreProposer:
+    """The :class:`tools.context.Proposer` the tools use: the same ``create`` as the agent's own drafts."""
+
+    def __init__(self, *, sessions: Any, rules: ApprovalRules, ledger: Ledger, clock: Clock):
+        self.sessions, self.rules, self.ledger, self.clock = sessions, rules, ledger, clock
+
+    def propose(self, *, kind: str, payload: dict[str, Any], evidence: dict[str, Any], requested_by: str,
+                thread_id: str | None = None) -> dict[str, Any]:
+        with self.sessions.begin() as s:
+            rec = create(s, kind=Kind(kind), payload=payload, evidence=evidence, requested_by=requested_by,
+                         rules=self.rules, ledger=self.ledger, clock=self.clock, thread_id=thread_id)
+        return rec.model_dump(mode="json")

@@ -164,7 +164,8 @@ def bench_turns(tmp: Path, engine: DecisionEngine, index: PolicyIndex, clock: Ca
 
     turn(POLICY_ASKS[0])  # warm-up: first-call imports and caches, not measured
     by_kind: dict[str, list[float]] = {}
-    failures, intents_off, proposals = [], [], 0
+    failures: list[tuple[str, list[dict[str, Any]]]] = []
+    intents_off, proposals = [], 0
     for kind, q in asks:
         out = turn(q)
         by_kind.setdefault(kind, []).append(out["seconds"])
@@ -172,11 +173,23 @@ def bench_turns(tmp: Path, engine: DecisionEngine, index: PolicyIndex, clock: Ca
         if out["intent"] != kind:
             intents_off.append({"question": q, "expected": kind, "intent": out["intent"]})
         if not out["verified"]:
-            failures.append({"question": q, "failures": out["verification_failures"][:3]})
+            failures.append((q, out["verification_failures"]))
     every = [t for v in by_kind.values() for t in v]
     return {"turns": len(every), **pct_ms(every), "by_intent": {k: pct_ms(v) for k, v in by_kind.items()},
-            "verified_share": round(1 - len(failures) / max(len(every), 1), 4), "verification_failures": failures,
+            "verified_share": round(1 - len(failures) / max(len(every), 1), 4), "unverified": failure_summary(failures),
             "intent_mismatches": intents_off, "proposals_drafted": proposals}, deps, asks
+
+
+def failure_summary(failures: list[tuple[str, list[dict[str, Any]]]]) -> dict[str, Any]:
+    """Unverified answers: how many, failures per check, and one example question per distinct failure."""
+    by_check: dict[str, int] = {}
+    examples: dict[str, str] = {}
+    for q, fs in failures:
+        for f in fs:
+            by_check[f["check"]] = by_check.get(f["check"], 0) + 1
+            examples.setdefault(f"{f['check']}: {f['detail']}", q)
+    return {"turns": len(failures), "failures_by_check": by_check,
+            "examples": [{"failure": k, "question": q} for k, q in list(examples.items())[:8]]}
 
 
 def bench_verifier(deps: AgentDeps, asks: list[tuple[str, str]], sz: dict[str, Any]) -> dict[str, Any]:

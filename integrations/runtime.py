@@ -113,8 +113,12 @@ class Runtime:
                 model = self.model
             except ModelNotFoundError:
                 model = None
+        from agent.proposals import StoreProposer
+
+        proposer = StoreProposer(sessions=self.sessions, rules=self.approval_rules, ledger=self.ledger,
+                                 clock=self.clock)  # type: ignore[arg-type]
         return ToolContext(sessions=self.sessions, policy=self.policy, model=model, clock=self.clock,  # type: ignore[arg-type]
-                           tz=ZoneInfo(self.settings.tz), index=self.index if with_index else None)
+                           tz=ZoneInfo(self.settings.tz), index=self.index if with_index else None, proposer=proposer)
 
     @cached_property
     def approval_rules(self) -> ApprovalRules:

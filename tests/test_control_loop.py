@@ -234,3 +234,31 @@ def test_everything_is_audited(loop, rules):
         kinds = [e.kind for e in ledger.entries(s)]
         assert kinds == ["proposal", "approval", "action"]
         assert ledger.verify(s).ok
+
+
+def test_the_propose_tool_drafts_for_the_authenticated_caller_only(loop, rules, policy):
+    from dataclasses import replace
+
+    from agent.proposals import StoreProposer
+    from tools.context import ToolContext
+    from tools.registry import ToolInputError, ToolUnavailable, call_tool
+
+    sessions, _, ledger, clock, _ = loop
+    ctx = ToolContext(sessions=sessions, policy=policy, clock=clock,
+                      proposer=StoreProposer(sessions=sessions, rules=rules, ledger=ledger, clock=clock))
+    args = {"kind": "revoke_session", "payload": {"session_id": "s-77", "reason": "stolen laptop"}}
+    with pytest.raises(ToolUnavailable):
+        call_tool(ctx, "propose_action", args)  # nobody authenticated: nothing drafted
+    as_ana = replace(ctx, principal="alice.analyst")
+    out = call_tool(as_ana, "propose_action", args)
+    assert out.proposal["status"] == "pending" and out.proposal["requested_by"] == "alice.analyst"
+    with pytest.raises(ToolInputError) as exc:
+        call_tool(as_ana, "propose_action", {"kind": "grant_exception", "payload": {
+            "user_id": "frank", "resource_id": "crm", "duration_hours": 400, "reason": "trip"}})
+    assert exc.value.fields == ["payload.duration_hours"]
+    with pytest.raises(ToolInputError) as exc:
+        call_tool(as_ana, "propose_action", {**args, "requested_by": "bob.owner"})
+    assert exc.value.fields == ["requested_by"], "the requester is the caller, never an argument"
+    with pytest.raises(ApprovalError) as err:
+        _decide(loop, rules, out.proposal["proposal_id"], ALICE)
+    assert err.value.reason is Refusal.SELF_APPROVAL

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -13,6 +13,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from risk.model import RiskModel
 from risk.policy import PolicySet
 from risk.store.policies import effective_policy
+
+
+class Proposer(Protocol):
+    """Records a proposal for human approval; implemented by the agent, injected by the edge."""
+
+    def propose(self, *, kind: str, payload: dict[str, Any], evidence: dict[str, Any], requested_by: str,
+                thread_id: str | None = None) -> dict[str, Any]: ...
 
 
 def utcnow() -> datetime:
@@ -39,6 +46,10 @@ class ToolContext:
     clock: Callable[[], datetime] = utcnow
     tz: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
     index: Any = None
+    # Who is calling (set per request by the edge from an authenticated identity, never from tool input),
+    # and the agent's proposal store behind the Proposer protocol (tools must not import the agent).
+    principal: str | None = None
+    proposer: Proposer | None = None
 
     def now(self) -> datetime:
         """The clock's reading, checked to be timezone-aware."""

@@ -19,6 +19,7 @@ from tools.decisions import find_decisions, get_decision, session_timeline
 from tools.entities import known_entities
 from tools.errors import BadField, InputProblem, ToolError, ToolInputError, ToolNotFound, ToolUnavailable, UnknownTool
 from tools.policies import get_policy_section, search_policies
+from tools.proposals import propose_action
 from tools.similar import similar_decisions
 from tools.tuning import replay_threshold, verdict_stats
 from tools.whatif import what_if
@@ -70,7 +71,8 @@ class Tool:
 
 
 TOOLS: tuple[ToolFn, ...] = (find_decisions, get_decision, session_timeline, what_if, replay_threshold,
-                             similar_decisions, verdict_stats, search_policies, get_policy_section, known_entities)
+                             similar_decisions, verdict_stats, search_policies, get_policy_section, known_entities,
+                             propose_action)
 REGISTRY: dict[str, Tool] = {t.name: t for t in map(Tool.from_function, TOOLS)}
 
 
