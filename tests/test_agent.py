@@ -223,3 +223,48 @@ def test_tuning_proposal_survives_a_restart_and_runs_once(env):
         assert (v.policy_id, v.version) == ("POL-ACCESS-001", 2)
         assert env["ledger"].verify(s).ok
     assert graph.get_state(cfg).values["proposal"]["status"] in ("pending", "applied")
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_pending_proposal_survives_on_postgresql(db_url, trained, policy, small_world, tmp_path):
+    """The same flow on PostgreSQL: store, checkpoints (PostgresSaver) and a resume by a fresh graph."""
+    import psycopg
+    from langgraph.checkpoint.postgres import PostgresSaver
+    from psycopg.rows import dict_row
+
+    db = make_engine(db_url)
+    upgrade(db)
+    sessions = session_factory(db)
+    clock = lambda: datetime.fromtimestamp(float(small_world.events["ts"].max()) + 60, UTC)  # noqa: E731
+    ledger = Ledger(witness_path=tmp_path / "w.json")
+    eng = DecisionEngine(sessions=sessions, model=trained[0], policy=policy, ledger=ledger, clock=clock)
+    results = list(eng.score_many([row_to_event(r) for r in small_world.events[trained[2].test].to_dict("records")]))
+    rules = ApprovalRules.from_policy(policy)
+
+    def graph():
+        ctx = ToolContext(sessions=sessions, policy=policy, model=trained[0], clock=clock)
+        deps = AgentDeps(tools=ctx, rules=rules, ledger=ledger, iam=BuiltinIam(base_policy=policy, rules=rules),
+                         clock=clock, principals=PRINCIPALS)
+        conn = psycopg.connect(db_url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True,
+                               prepare_threshold=0, row_factory=dict_row)
+        saver = PostgresSaver(conn)
+        saver.setup()
+        return build_graph(deps, checkpointer=saver), conn
+
+    scope = _seed_benign_step_ups({"results": results, "sessions": sessions})
+    g1, c1 = graph()
+    cfg = {"configurable": {"thread_id": "pg-1"}}
+    g1.invoke({"question": f"are {scope.split(':')[1]}-tier step-ups too strict this month?", "asked_by": "bob"}, cfg)
+    pid = g1.get_state(cfg).values["proposal"]["proposal_id"]
+    c1.close()  # the first process is gone
+    g2, c2 = graph()
+    for who in ("priya", "dana"):
+        g2.invoke(Command(resume={"principal": who, "approve": True, "channel": "api"}), cfg)
+    assert g2.get_state(cfg).values["proposal"]["status"] == "applied"
+    with sessions() as s:
+        assert s.get(ProposalRow, pid).status == "applied"
+        assert s.scalar(select(func.count()).select_from(ExecutionRow)) == 1
+        assert ledger.verify(s).ok
+    c2.close()
+    db.dispose()
