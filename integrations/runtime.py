@@ -118,7 +118,8 @@ class Runtime:
         proposer = StoreProposer(sessions=self.sessions, rules=self.approval_rules, ledger=self.ledger,
                                  clock=self.clock)  # type: ignore[arg-type]
         return ToolContext(sessions=self.sessions, policy=self.policy, model=model, clock=self.clock,  # type: ignore[arg-type]
-                           tz=ZoneInfo(self.settings.tz), index=self.index if with_index else None, proposer=proposer)
+                           tz=ZoneInfo(self.settings.tz), index=_LazyIndex(self) if with_index else None,
+                           proposer=proposer)
 
     @cached_property
     def approval_rules(self) -> ApprovalRules:
@@ -156,3 +157,14 @@ class Runtime:
     @cached_property
     def graph(self) -> Any:
         return build_graph(self.agent_deps, checkpointer=self.checkpointer)
+
+
+class _LazyIndex:
+    """Opens (and syncs) the policy index on first use: most questions never need semantic search,
+    and loading the embedding model costs seconds."""
+
+    def __init__(self, rt: Runtime):
+        self._rt = rt
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._rt.index, name)

@@ -61,7 +61,9 @@ def load_model(path: Path | str | None = None) -> SentenceTransformer:
     with _LOCK:
         if resolved not in _MODELS:
             from sentence_transformers import SentenceTransformer
+            from transformers.utils import logging as hf_logging
 
+            hf_logging.disable_progress_bar()  # a weight-loading bar on every CLI call is noise
             # A local directory plus local_files_only: the hub is never consulted.
             _MODELS[resolved] = SentenceTransformer(resolved, device="cpu", local_files_only=True)
         return _MODELS[resolved]

@@ -71,11 +71,6 @@ def search_policies(ctx: ToolContext, args: SearchPoliciesInput) -> SearchPolici
 def get_policy_section(ctx: ToolContext, args: GetPolicySectionInput) -> PolicyPassage:
     """Fetch one policy section exactly, by policy id and section anchor (and version, for a decision made
     under an older one). Use it to quote the passage a decision cites."""
-    if ctx.index is not None:
-        hit = ctx.index.get(args.policy_id, args.section, args.version)
-        if hit is not None:
-            return PolicyPassage(policy_id=hit.policy_id, version=hit.version, section=hit.section,
-                                 heading=hit.heading, title=hit.title, text=hit.text)
     with ctx.sessions() as s:
         policy = ctx.policy_in_force(s)
         doc = next((d for d in policy.docs if d.id == args.policy_id), None)
@@ -83,8 +78,13 @@ def get_policy_section(ctx: ToolContext, args: GetPolicySectionInput) -> PolicyP
             text = version_text(s, args.policy_id, args.version)
             doc = parse_policy(text, f"{args.policy_id}.md") if text else (
                 next((d for d in ctx.policy.docs if d.id == args.policy_id and d.version == args.version), None))
-    if doc is None or args.section not in doc.sections:
-        raise ToolNotFound("policy section", f"{args.policy_id} v{args.version or 'current'} §{args.section}")
-    heading, text = doc.sections[args.section]
-    return PolicyPassage(policy_id=doc.id, version=doc.version, section=args.section, heading=heading, title=doc.title,
-                         text=text)
+    if doc is not None and args.section in doc.sections:
+        heading, text = doc.sections[args.section]
+        return PolicyPassage(policy_id=doc.id, version=doc.version, section=args.section, heading=heading,
+                             title=doc.title, text=text)
+    if ctx.index is not None:  # a passage only the index holds (e.g. a policy not shipped as a file)
+        hit = ctx.index.get(args.policy_id, args.section, args.version)
+        if hit is not None:
+            return PolicyPassage(policy_id=hit.policy_id, version=hit.version, section=hit.section,
+                                 heading=hit.heading, title=hit.title, text=hit.text)
+    raise ToolNotFound("policy section", f"{args.policy_id} v{args.version or 'current'} §{args.section}")
