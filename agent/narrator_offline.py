@@ -100,7 +100,7 @@ def _timeline(ev: Evidence, out: list[str], claims: list[Claim]) -> None:
     out.append(f"Session {sid} ({t.get('user_id', '')}) has {len(steps)} decisions.")
     moved = [s for s in steps[1:] if s["outcome_changed"] or abs(s["risk_delta"]) >= 0.05]
     if not moved:
-        out.append("Nothing in it moved the risk by 0.05 or more, and the outcome never changed.")
+        out.append("No step changed the outcome or moved the risk noticeably.")
     for s in moved[:5]:
         top = s["changes"][0] if s["changes"] else None
         claims.append(Claim(type="outcome", subject=s["decision_id"], value=s["outcome"]))

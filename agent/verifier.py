@@ -51,11 +51,40 @@ def _numbers_allowed(ev: Evidence) -> set[str]:
         out.update({y, m, d, str(int(m)), str(int(d)), ts[11:13], ts[14:16], str(int(ts[11:13]))})
     for text in re.findall(r"\d+", ev.question):  # numbers the asker wrote may be repeated back
         out.add(text)
+    out |= {str(n) for n in _list_lengths(ev.model_dump(mode="json"))}  # "has 4 decisions", "5 matched"
     # Numbers written inside the evidence's own strings (formatted values, rule descriptions, passages)
     # may be quoted as written.
     for text in _strings(ev.model_dump(mode="json")):
         for m in NUMBER.finditer(text):
             out |= _written(m.group())
+    return out
+
+
+def _list_lengths(obj: Any) -> list[int]:
+    if isinstance(obj, dict):
+        return [n for v in obj.values() for n in _list_lengths(v)]
+    if isinstance(obj, list):
+        return [len(obj)] + [n for v in obj for n in _list_lengths(v)]
+    return []
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _residual(text: str, ev: Evidence) -> str:
+    """The text with every verbatim quote of an evidence string (a caveat, an action label, a rule's
+    description, a policy paragraph) cut out: quoted evidence is data, not a new claim."""
+    quotes: set[str] = set()
+    for s in _strings(ev.model_dump(mode="json")):
+        for piece in [s, *re.split(r"\n\s*\n", s)]:
+            piece = _norm(piece)
+            if len(piece) >= 50:  # sentences and paragraphs, never a bare label or value
+                quotes.add(piece)
+    out = _norm(text)
+    for q in sorted(quotes, key=len, reverse=True):
+        if q in out:
+            out = out.replace(q, " \u2039quoted\u203a ")
     return out
 
 
@@ -143,18 +172,19 @@ def verify(narrative: Narrative, ev: Evidence) -> Verification:
     for m in NUMBER.finditer(text):
         if not (_written(m.group()) & allowed):
             failures.append(VerificationFailure(check="number", detail=f"{m.group()!r} is not a number in the evidence"))
+    own = _residual(text, ev)  # what the narrative says in its own words
     retrieved_ids = {c.policy_id for c in ev.citations} | _decision_policy_ids(ev)
-    for pid in set(POLICY_ID.findall(text)) - retrieved_ids:
+    for pid in set(POLICY_ID.findall(own)) - retrieved_ids:
         failures.append(VerificationFailure(check="citation", detail=f"{pid} is cited but no passage of it was retrieved"))
-    failures += _factor_mentions(text, ev)
+    failures += _factor_mentions(own, ev)
     failures += _bound_values(text, ev)
-    failures += _outcome_words(text, ev)
-    failures += _cited_places(text, ev)
+    failures += _outcome_words(own, ev)
+    failures += _cited_places(own, ev)
     if ev.decision and not any(c.type == "outcome" and c.subject == ev.decision["decision_id"] for c in narrative.claims):
         failures.append(VerificationFailure(check="claim:outcome", detail="the narrative makes no checkable claim about "
                                             f"the outcome of {ev.decision['decision_id']}"))
     d = ev.decision or {}
-    disputed = CONTRADICTIONS.search(text)
+    disputed = CONTRADICTIONS.search(own)
     if d.get("outcome") in ("deny", "step_up") and disputed:
         failures.append(VerificationFailure(check="contradiction", detail=f"the text disputes a {d['outcome']} that "
                                             f"the evidence supports: {disputed.group()!r}"))
@@ -252,7 +282,7 @@ def _factor_mentions(text: str, ev: Evidence) -> list[VerificationFailure]:
     cf = {c["feature"] for x in (ev.explanation or {}).get("counterfactuals", []) for a in x["actions"] for c in a["changes"]}
     out = []
     for f in FEATURES:
-        if f.label.lower() not in lowered:
+        if not re.search(rf"(?<![\w-]){re.escape(f.label.lower())}(?![\w-])", lowered):
             continue
         if f.name in moved or f.name in changed or f.name in cf:
             continue

@@ -268,3 +268,24 @@ def test_pending_proposal_survives_on_postgresql(db_url, trained, policy, small_
         assert ledger.verify(s).ok
     c2.close()
     db.dispose()
+
+
+POLICY_QUESTIONS = ["which policy covers access from Tor?", "what policy limits bulk data exports?",
+                    "who may approve an exception?", "how long can an exception last?",
+                    "what happens when EDR stops mid-session?", "which policy sets the threshold for restricted data?"]
+
+
+def test_every_offline_answer_is_verified(env):
+    """The deterministic narrator must pass the verifier on every question kind (the grounding rule)."""
+    flagged = [r.decision for r in env["results"] if r.decision["outcome"] != "allow"][:12]
+    questions = [f"why was {d['user_id']} {'denied' if d['outcome'] == 'deny' else 'stepped up'} access to "
+                 f"{d['resource_id']}?" for d in flagged]
+    questions += [f"what changed in session {d['session_id']}?" for d in flagged[:6]]
+    questions += [f"would {d['user_id']} have been allowed with a compliant laptop?" for d in flagged[:6]]
+    questions += POLICY_QUESTIONS + ["are internal-tier denials too strict this month?"]
+    failed = {}
+    for q in questions:
+        out, _ = ask(env, q, thread="all")
+        if not out["verified"]:
+            failed[q] = out["verification_failures"]
+    assert not failed, failed
