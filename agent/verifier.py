@@ -177,7 +177,7 @@ def verify(narrative: Narrative, ev: Evidence) -> Verification:
     for pid in set(POLICY_ID.findall(own)) - retrieved_ids:
         failures.append(VerificationFailure(check="citation", detail=f"{pid} is cited but no passage of it was retrieved"))
     failures += _factor_mentions(own, ev)
-    failures += _bound_values(text, ev)
+    failures += _bound_values(own, ev)
     failures += _outcome_words(own, ev)
     failures += _cited_places(own, ev)
     if ev.decision and not any(c.type == "outcome" and c.subject == ev.decision["decision_id"] for c in narrative.claims):
