@@ -289,3 +289,11 @@ def test_every_offline_answer_is_verified(env):
         if not out["verified"]:
             failed[q] = out["verification_failures"]
     assert not failed, failed
+
+
+def test_no_match_says_what_did_happen(env):
+    denied = {(r.decision["user_id"], r.decision["resource_id"]) for r in env["results"] if r.decision["outcome"] == "deny"}
+    d = next(r.decision for r in reversed(env["results"]) if (r.decision["user_id"], r.decision["resource_id"]) not in denied)
+    out, _ = ask(env, f"why was {d['user_id']} denied access to {d['resource_id']}?")
+    assert out["verified"] and out["proposal"] is None
+    assert out["answer"].startswith("No deny decision matches") and "The most recent decision for" in out["answer"]
