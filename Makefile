@@ -28,7 +28,7 @@ bench: install
 
 lint: install
 	$(BIN)/ruff check risk knowledge tools agent integrations evals tests
-	$(BIN)/mypy risk tools agent
+	$(BIN)/mypy risk tools agent integrations
 
 clean:
 	rm -rf $(VENV) .glassgate .pytest_cache .mypy_cache .ruff_cache

@@ -6,7 +6,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -40,7 +40,7 @@ def _rt() -> Runtime:
     return Runtime(load_settings())
 
 
-def _fail(msg: str, code: int = 1) -> None:
+def _fail(msg: str, code: int = 1) -> NoReturn:
     err.print(f"[red]error:[/red] {msg}", highlight=False)
     raise typer.Exit(code)
 
@@ -407,7 +407,7 @@ def _decide_cli(proposal_id: str, who: str, approve: bool, reason: str | None) -
         row = s.get(ProposalRow, proposal_id)
         thread = row.thread_id if row is not None else None
     answer = {"principal": principal.id, "approve": approve, "channel": Channel.CLI.value, "reason": reason}
-    if thread and row.status == "pending":
+    if thread and row is not None and row.status == "pending":
         cfg = {"configurable": {"thread_id": thread}}
         if rt.graph.get_state(cfg).next == ("await_approval",):
             rt.graph.invoke(Command(resume=answer), cfg)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated
 
@@ -47,6 +49,9 @@ def load_principals(path: Path) -> dict[str, PrincipalEntry]:
     ids = [p.id for p in parsed.principals]
     if len(ids) != len(set(ids)):
         raise ConfigError(f"{path}: principals: duplicate id")
+    hashes = [p.token_sha256 for p in parsed.principals if p.token_sha256 is not None]
+    if len(hashes) != len(set(hashes)):
+        raise ConfigError(f"{path}: principals: two principals share a token_sha256")
     return {p.id: p for p in parsed.principals}
 
 
@@ -56,3 +61,17 @@ def as_principals(entries: dict[str, PrincipalEntry]) -> dict[str, Principal]:
 
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def principal_for_token(entries: Iterable[PrincipalEntry], token: str) -> PrincipalEntry | None:
+    """The principal whose ``token_sha256`` is the hash of ``token``, or None.
+
+    Every entry is compared in constant time (no early exit), so timing does not tell how many
+    entries were looked at or which one matched.
+    """
+    presented = token_hash(token)
+    found: PrincipalEntry | None = None
+    for entry in entries:
+        if entry.token_sha256 is not None and hmac.compare_digest(entry.token_sha256, presented):
+            found = entry
+    return found

@@ -37,7 +37,7 @@ def utcnow() -> datetime:
 @dataclass
 class Runtime:
     settings: Settings
-    clock: object = None
+    clock: Any = None  # Callable[[], datetime]; the settings decide (GLASSGATE_NOW) when none is given
 
     def __post_init__(self) -> None:
         if self.clock is None:
@@ -137,6 +137,7 @@ class Runtime:
 
     @cached_property
     def checkpointer(self) -> Any:
+        saver: Any
         if self.settings.db_url.startswith("postgresql"):
             import psycopg
             from langgraph.checkpoint.postgres import PostgresSaver

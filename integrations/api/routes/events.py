@@ -1,0 +1,90 @@
+"""POST /v1/events and /v1/events:batch: the `glassgate score` contract over HTTP."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from integrations.api.deps import BatchBody, EventBody, Ingester
+from integrations.api.errors import FieldProblem, ProblemError, invalid, problem_responses
+from risk.engine import DecisionEngine, IdempotencyConflict, Rejected, ScoreResult
+from risk.events import EventValidationError
+
+router = APIRouter(tags=["events"])
+
+MAX_BATCH = 1000
+
+_EVENT_BODY = {"requestBody": {"required": True, "description": "One native access event (see DESIGN.md).",
+                               "content": {"application/json": {"schema": {"type": "object"}}}}}
+_BATCH_BODY = {"requestBody": {"required": True, "description": f"Up to {MAX_BATCH} native access events.",
+                               "content": {"application/json": {"schema": {
+                                   "type": "object", "required": ["events"], "additionalProperties": False,
+                                   "properties": {"events": {"type": "array", "maxItems": MAX_BATCH,
+                                                             "items": {"type": "object"}}}}}}}}
+
+
+def _score(request: Request, raws: list[Any]) -> list[ScoreResult | Rejected]:
+    """Score in order. Writes go one request at a time: SQLite has one writer, and the engine allocates
+    sequence numbers and profile updates per chunk."""
+    engine: DecisionEngine = request.app.state.runtime.engine
+    with request.app.state.write_lock:
+        return list(engine.score_many(raws))
+
+
+def _result(res: ScoreResult) -> dict[str, Any]:
+    return {"decision": res.decision, "explanation": res.explanation}
+
+
+def _rejection(rej: Rejected) -> ProblemError:
+    err = rej.error
+    if isinstance(err, EventValidationError):
+        return invalid([FieldProblem(field=e.field, message=e.message) for e in err.errors], detail=str(err))
+    assert isinstance(err, IdempotencyConflict)
+    return ProblemError(409, str(err), slug="idempotency-conflict", title="Event id already used",
+                        errors=[{"field": "event_id", "message": "already decided for a different event body"}],
+                        extra={"decision_id": err.decision_id})
+
+
+@router.post("/v1/events", status_code=201, openapi_extra=_EVENT_BODY,
+             responses={200: {"description": "The same event was decided before; its first decision."},
+                        **problem_responses(400, 401, 403, 409, 413, 422)})
+def post_event(request: Request, principal: Ingester, raw: EventBody) -> JSONResponse:
+    """Decide one access event: 201 with the decision and its explanation; 200 with the first decision
+    when the identical event was decided before; 409 when its event_id was used for a different event."""
+    (res,) = _score(request, [raw])
+    if isinstance(res, Rejected):
+        raise _rejection(res)
+    return JSONResponse(_result(res), status_code=201 if res.created else 200)
+
+
+@router.post("/v1/events:batch", openapi_extra=_BATCH_BODY, responses=problem_responses(400, 401, 403, 413, 422))
+def post_events_batch(request: Request, principal: Ingester, raw: BatchBody) -> dict[str, Any]:
+    """Decide up to 1,000 events in order: one result per item, a decision (with ``created``) or an
+    ``error`` naming the bad fields (nothing is stored for such an item)."""
+    if not isinstance(raw, dict):
+        raise invalid([{"field": "(body)", "message": 'must be a JSON object {"events": [...]}'}])
+    unknown = sorted(set(raw) - {"events"})
+    problems = [{"field": k, "message": "unknown field"} for k in unknown]
+    events = raw.get("events")
+    if "events" not in raw:
+        problems.append({"field": "events", "message": "required"})
+    elif not isinstance(events, list):
+        problems.append({"field": "events", "message": "must be a list of events"})
+    elif len(events) > MAX_BATCH:
+        problems.append({"field": "events", "message": f"at most {MAX_BATCH} events per batch, got {len(events)}"})
+    if problems:
+        raise invalid(problems)
+    assert isinstance(events, list)
+    results: list[dict[str, Any]] = []
+    for i, res in enumerate(_score(request, events) if events else []):
+        if isinstance(res, Rejected):
+            p = _rejection(res)
+            results.append({"index": i, "status": p.status,
+                            "error": {"fields": [e.field for e in p.errors or []], "message": p.detail,
+                                      "details": [e.model_dump() for e in p.errors or []]}})
+        else:
+            results.append({"index": i, "status": 201 if res.created else 200, **_result(res),
+                            "created": res.created})
+    return {"results": results}
