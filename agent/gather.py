@@ -19,14 +19,6 @@ def _json(model: Any) -> dict[str, Any]:
     return model.model_dump(mode="json")
 
 
-def threshold_section(explanation: dict[str, Any]) -> str | None:
-    """The section anchor of the threshold line in an explanation's ``crossed`` list."""
-    for line in explanation.get("crossed", []):
-        if line.startswith("risk ") and "§" in line:
-            return line.rsplit("§", 1)[1].rstrip(")")
-    return None
-
-
 def _cite(ctx: ToolContext, policy_id: str, section: str, version: int | None) -> Citation | None:
     try:
         p = call_tool(ctx, "get_policy_section", {"policy_id": policy_id, "section": section, "version": version})
@@ -37,9 +29,8 @@ def _cite(ctx: ToolContext, policy_id: str, section: str, version: int | None) -
 
 def _decision_citations(ctx: ToolContext, d: dict[str, Any], e: dict[str, Any]) -> list[Citation]:
     wanted = []
-    sec = threshold_section(e)
-    if sec:
-        wanted.append((d["policy_id"], sec, d["policy_version"]))
+    if d.get("threshold_section"):
+        wanted.append((d["policy_id"], d["threshold_section"], d["policy_version"]))
     wanted += [(r["policy_id"], r["section"], r["policy_version"]) for r in d.get("rules", [])]
     if d.get("exception"):
         x = d["exception"]

@@ -24,9 +24,7 @@ from agent.gather import gather
 from agent.narrative import Audience, Evidence, Intent, Narrative
 from agent.planner import plan as offline_plan
 from agent.proposals import create, decide, record
-from agent.verifier import verify
 from risk.audit import AuditKind
-from risk.events import canonical_json
 from risk.store.control import ProposalRow
 
 
@@ -144,4 +142,4 @@ def answer_of(state: dict[str, Any]) -> dict[str, Any]:
             "fallback_from": v.get("fallback_from")}
 
 
-__all__ = ["AgentState", "answer_of", "build_graph", "canonical_json", "verify"]
+__all__ = ["AgentState", "answer_of", "build_graph"]

@@ -39,7 +39,7 @@ def _decision(ev: Evidence, audience: Audience, out: list[str], claims: list[Cla
     cmp = "at or above" if d["risk"] >= thr else "below"
     out.append(f"{d['user_id']} was {VERB[d['outcome']]} access to {d['resource_id']} at {at} UTC ({did}): risk "
                f"{d['risk']:.2f}, {cmp} the {which} threshold {thr:.2f} for {_scope_words(d['threshold_scope'])}.")
-    cit = _find(ev.citations, d["policy_id"], _threshold_section(ev))
+    cit = _find(ev.citations, d["policy_id"], d.get("threshold_section", ""))
     if cit:
         claims.append(Claim(type="policy", subject=did, citation=cit))
         out.append(f"That threshold is set by {cit.heading or cit.section} ({_cite(cit)}).")
@@ -80,17 +80,6 @@ def _decision(ev: Evidence, audience: Audience, out: list[str], claims: list[Cla
         out.append(f"Model {d['model_version']}; policy {d['policy_id']} v{d['policy_version']}; base value "
                    f"{e['base_value']:.4f}, margin {e['margin']:.4f} (log-odds), additivity error {e['additivity_error']:.1e}; "
                    f"explanation status {e['status']}.")
-
-
-def _threshold_section(ev: Evidence) -> str:
-    return _section_from_explanation(ev)
-
-
-def _section_from_explanation(ev: Evidence) -> str:
-    for line in (ev.explanation or {}).get("crossed", []):
-        if line.startswith("risk ") and "§" in line:
-            return line.rsplit("§", 1)[1].rstrip(")")
-    return ""
 
 
 def _timeline(ev: Evidence, out: list[str], claims: list[Claim]) -> None:

@@ -11,7 +11,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import select, update
@@ -223,8 +223,6 @@ def list_proposals(s: Session, *, rules: ApprovalRules, status: Status | None = 
         q = q.where(ProposalRow.status == status.value)
     return [record(s, r, rules) for r in s.scalars(q)]
 
-
-Decision = Literal["approve", "reject"]
 
 
 class StoreProposer:

@@ -104,7 +104,7 @@ def _written(token: str) -> set[str]:
     return {t, t.replace(",", "")}
 
 
-def _check_claim(c: Claim, ev: Evidence, cited: set[tuple[str, int, str]]) -> str | None:
+def _check_claim(c: Claim, ev: Evidence) -> str | None:
     d, e = ev.decision or {}, ev.explanation or {}
     by_decision = {d.get("decision_id"): d} if d else {}
     steps = {s["decision_id"]: s for s in (ev.timeline or {}).get("steps", [])}
@@ -160,7 +160,7 @@ def verify(narrative: Narrative, ev: Evidence) -> Verification:
         if c.citation is not None and (c.citation.policy_id, c.citation.version, c.citation.section) not in retrieved:
             failures.append(VerificationFailure(check="citation", detail=f"{c.citation.policy_id} v{c.citation.version} "
                                                 f"§{c.citation.section} was not retrieved"))
-        problem = _check_claim(c, ev, retrieved)
+        problem = _check_claim(c, ev)
         if problem:
             failures.append(VerificationFailure(check=f"claim:{c.type}", detail=problem))
     for cit in narrative.citations:
@@ -249,7 +249,7 @@ def _cited_places(text: str, ev: Evidence) -> list[VerificationFailure]:
     """Sections and versions written in the text must be ones the evidence holds."""
     d = ev.decision or {}
     sections = {c.section for c in ev.citations} | {r["section"] for r in d.get("rules", [])}
-    sections |= {line.rsplit("§", 1)[1].rstrip(")") for line in (ev.explanation or {}).get("crossed", []) if "§" in line}
+    sections |= {d["threshold_section"]} if d.get("threshold_section") else set()
     if d.get("exception"):
         sections.add(d["exception"]["section"])
     versions = {(c.policy_id, c.version) for c in ev.citations} | {(r["policy_id"], r["policy_version"]) for r in d.get("rules", [])}

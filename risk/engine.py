@@ -248,7 +248,7 @@ class DecisionEngine:
                 ts_ms=ts_ms, seq=seq0 + k, risk=risk, outcome=ov.outcome.value,
                 threshold_outcome=pd_.threshold_outcome.value, rule_floor=ov.rule_floor.value,
                 policy_id=pd_.threshold.policy_id, policy_version=pd_.threshold.policy_version,
-                threshold_scope=pd_.threshold.scope, step_up_at=pd_.threshold.step_up_at, deny_at=pd_.threshold.deny_at,
+                threshold_scope=pd_.threshold.scope, threshold_section=pd_.threshold.section, step_up_at=pd_.threshold.step_up_at, deny_at=pd_.threshold.deny_at,
                 rules=[{"rule_id": r.rule_id, "policy_id": r.policy_id, "policy_version": r.policy_version,
                         "effect": r.effect.value, "description": r.description, "section": r.section} for r in pd_.rules]
                 + ov.extra_rules,
@@ -349,7 +349,8 @@ def _hash_json(obj: Any) -> str:
 
 DECISION_FIELDS = ("decision_id", "event_id", "session_id", "user_id", "resource_id", "resource_kind", "sensitivity",
                    "timestamp", "risk", "outcome", "threshold_outcome", "rule_floor", "policy_id", "policy_version",
-                   "threshold_scope", "step_up_at", "deny_at", "rules", "model_version", "exception")
+                   "threshold_scope", "threshold_section", "step_up_at", "deny_at", "rules", "model_version",
+                   "exception")
 
 
 def decision_record(d: DecisionRow) -> dict[str, Any]:

@@ -122,6 +122,7 @@ class DecisionRecord(BaseModel):
     policy_id: str
     policy_version: int
     threshold_scope: str
+    threshold_section: str = Field(default="", description="The policy section that states the thresholds applied.")
     step_up_at: float
     deny_at: float
     rules: list[RuleHit]

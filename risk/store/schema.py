@@ -31,6 +31,7 @@ class DecisionRow(Base):
     policy_id: Mapped[str] = mapped_column(String(64))
     policy_version: Mapped[int] = mapped_column(Integer)
     threshold_scope: Mapped[str] = mapped_column(String(64))
+    threshold_section: Mapped[str] = mapped_column(String(128), server_default="")
     step_up_at: Mapped[float] = mapped_column(Float)
     deny_at: Mapped[float] = mapped_column(Float)
     rules: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
