@@ -335,18 +335,13 @@ def ask(question: str, as_json: Annotated[bool, typer.Option("--json")] = False,
         audience: Annotated[str, typer.Option(help="analyst, ticket or auditor")] = "analyst",
         thread: Annotated[str | None, typer.Option(help="continue a conversation thread")] = None) -> None:
     """Ask the agent about decisions, sessions, policies or thresholds; answers are grounded and verified."""
-    import uuid
-
-    from agent.graph import answer_of
     from agent.narrative import Audience
+    from integrations.actions import ask as ask_agent
 
     if audience not in {a.value for a in Audience}:
         _fail(f"--audience must be one of {', '.join(a.value for a in Audience)}", 2)
     rt = _rt()
-    tid = thread or f"ask-{uuid.uuid4().hex[:12]}"
-    cfg = {"configurable": {"thread_id": tid}}
-    rt.graph.invoke({"question": question, "asked_by": as_, "audience": audience}, cfg)
-    out = {**answer_of(rt.graph.get_state(cfg).values), "thread_id": tid}
+    out = ask_agent(rt, question=question, asked_by=as_, audience=Audience(audience), thread_id=thread)
     if as_json:
         _dump(out)
         return
@@ -395,33 +390,14 @@ def proposals(as_json: Annotated[bool, typer.Option("--json")] = False,
 
 
 def _decide_cli(proposal_id: str, who: str, approve: bool, reason: str | None) -> None:
-    from langgraph.types import Command
-
     from agent.approval import ApprovalError, Channel
-    from agent.proposals import decide
-    from risk.store.control import ProposalRow
+    from integrations.actions import decide_proposal
 
-    rt, rules = _proposals_rt()
+    rt = _rt()
     principal = _principal_or_fail(rt, who)
-    with rt.sessions() as s:
-        row = s.get(ProposalRow, proposal_id)
-        thread = row.thread_id if row is not None else None
-    answer = {"principal": principal.id, "approve": approve, "channel": Channel.CLI.value, "reason": reason}
-    if thread and row is not None and row.status == "pending":
-        cfg = {"configurable": {"thread_id": thread}}
-        if rt.graph.get_state(cfg).next == ("await_approval",):
-            rt.graph.invoke(Command(resume=answer), cfg)
-            values = rt.graph.get_state(cfg).values
-            if values.get("approval_error"):
-                _fail(values["approval_error"]["message"])
-            rec = values["proposal"]
-            _report_decision(rec, as_json=False)
-            return
     try:
-        with rt.sessions.begin() as s:
-            rec = decide(s, proposal_id=proposal_id, principal=principal, approve=approve, channel=Channel.CLI,
-                         rules=rules, ledger=rt.ledger, clock=rt.clock, iam=rt.agent_deps.iam, reason=reason,
-                         tier_of=rt.agent_deps.tier_of).model_dump(mode="json")
+        rec = decide_proposal(rt, proposal_id=proposal_id, principal=principal, approve=approve,
+                              channel=Channel.CLI, reason=reason)
     except ApprovalError as exc:
         _fail(str(exc))
     _report_decision(rec, as_json=False)

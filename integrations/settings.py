@@ -26,6 +26,21 @@ class Settings(BaseSettings):
     tz: str = "UTC"  # how "this morning" is read
     now: AwareDatetime | None = None  # GLASSGATE_NOW: a fixed clock, to replay or demo "as of" a moment
 
+    # --- the service's channels. A channel is switched on by setting its secret; a set-but-empty or
+    # placeholder secret is refused at start-up (see channel_problems), never silently accepted.
+    webhook_secrets: str | None = None  # GLASSGATE_WEBHOOK_SECRETS: comma-separated whsec_... (rotation)
+    jira_webhook_secret: str | None = None  # GLASSGATE_JIRA_WEBHOOK_SECRET: X-Hub-Signature HMAC key
+    jira_url: str | None = None  # GLASSGATE_JIRA_URL: post enrichments as Jira Cloud comments when set
+    jira_email: str | None = None  # GLASSGATE_JIRA_EMAIL (basic auth user)
+    jira_api_token: str | None = None  # GLASSGATE_JIRA_API_TOKEN
+    slack_signing_secret: str | None = Field(default=None, validation_alias=AliasChoices(
+        "SLACK_SIGNING_SECRET", "GLASSGATE_SLACK_SIGNING_SECRET"))
+    slack_bot_token: str | None = Field(default=None, validation_alias=AliasChoices(
+        "SLACK_BOT_TOKEN", "GLASSGATE_SLACK_BOT_TOKEN"))
+    slack_api_url: str = Field(default="https://slack.com/api/", validation_alias=AliasChoices(
+        "SLACK_API_URL", "GLASSGATE_SLACK_API_URL"))
+    worker_poll_seconds: float = 0.5  # GLASSGATE_WORKER_POLL_SECONDS: how often the job worker looks for work
+
     @field_validator("database_url")
     @classmethod
     def _known_backend(cls, v: str | None) -> str | None:
@@ -38,6 +53,49 @@ class Settings(BaseSettings):
         if self.llm_base_url and not self.llm_model:
             raise ValueError("GLASSGATE_LLM_MODEL must be set when GLASSGATE_LLM_BASE_URL is")
         return self
+
+    @property
+    def webhook_secret_list(self) -> list[str]:
+        return [x.strip() for x in (self.webhook_secrets or "").split(",") if x.strip()]
+
+    @property
+    def slack_enabled(self) -> bool:
+        return self.slack_signing_secret is not None or self.slack_bot_token is not None
+
+    @property
+    def jira_enabled(self) -> bool:
+        return self.jira_url is not None
+
+    def channel_problems(self) -> list[str]:
+        """Why the service must not start: a channel switched on with an empty or placeholder secret, or
+        half configured. Each problem names the variable."""
+        problems: list[str] = []
+
+        def check(name: str, value: str | None) -> None:
+            if value is None:
+                problems.append(f"{name} is not set")
+            elif is_placeholder(value):
+                problems.append(f"{name} is empty or a placeholder ({_shown(value)}); set a real secret")
+
+        if self.webhook_secrets is not None:
+            secrets = [x.strip() for x in self.webhook_secrets.split(",")]
+            if not any(secrets):
+                problems.append("GLASSGATE_WEBHOOK_SECRETS is set but empty; set whsec_... secrets or unset it")
+            for i, sec in enumerate(secrets):
+                if not sec.startswith("whsec_") or is_placeholder(sec.removeprefix("whsec_")):
+                    problems.append(f"GLASSGATE_WEBHOOK_SECRETS item {i + 1} ({_shown(sec)}) is not a whsec_ "
+                                    "secret with a real base64 key")
+        if self.jira_webhook_secret is not None:
+            check("GLASSGATE_JIRA_WEBHOOK_SECRET", self.jira_webhook_secret)
+        if self.slack_enabled:
+            check("SLACK_SIGNING_SECRET", self.slack_signing_secret)
+            check("SLACK_BOT_TOKEN", self.slack_bot_token)
+        if self.jira_url is not None:
+            if not self.jira_url.startswith(("http://", "https://")):
+                problems.append(f"GLASSGATE_JIRA_URL must be an http(s) URL, got {_shown(self.jira_url)}")
+            check("GLASSGATE_JIRA_EMAIL", self.jira_email)
+            check("GLASSGATE_JIRA_API_TOKEN", self.jira_api_token)
+        return problems
 
     @property
     def uses_llm(self) -> bool:
@@ -66,3 +124,20 @@ class Settings(BaseSettings):
 
 def load_settings() -> Settings:
     return Settings()
+
+
+PLACEHOLDERS = frozenset({"", "changeme", "change-me", "change_me", "placeholder", "secret", "password", "todo",
+                          "xxx", "xxxx", "replace-me", "replaceme", "dummy", "example", "none", "null", "test"})
+
+
+def is_placeholder(value: str) -> bool:
+    v = value.strip().lower()
+    return (v in PLACEHOLDERS or (v.startswith("<") and v.endswith(">")) or v.startswith(("your-", "your_"))
+            or set(v) <= {"x", "*", "."} or "placeholder" in v or "changeme" in v)
+
+
+def _shown(value: str) -> str:
+    """A secret as it may appear in an error message: never more than its first four characters."""
+    if len(value) <= 8:
+        return "empty" if not value else f"{len(value)} characters"
+    return repr(value[:4] + "…")

@@ -5,109 +5,26 @@ from __future__ import annotations
 import copy
 import json
 import secrets
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
-import yaml
-from sqlalchemy import create_engine, text
-from threadpoolctl import threadpool_limits
 
-from integrations.api import create_app
-from integrations.principals import token_hash
 from integrations.runtime import Runtime
 from integrations.settings import Settings
-from knowledge import POLICY_DIR
-from risk.policy import load_policies
-from risk.synth import generate_world, row_to_event
-from risk.training import train_on_world
-
-PROBLEM = "application/problem+json"
-ROLES = ("analyst", "policy_owner", "ingest", "admin")
-PRINCIPAL_OF = {"analyst": "ana", "policy_owner": "bob", "ingest": "gw", "admin": "dana"}
-
-
-@dataclass
-class Api:
-    base: str
-    home: Path
-    tokens: dict[str, str]  # role -> bearer token
-    events: list[dict[str, Any]]  # fresh, valid events not yet posted (tests take from it)
-    seeded: list[dict[str, Any]]  # events posted by the fixture (in a batch)
-
-    def client(self, role: str | None = None, token: str | None = None) -> httpx.Client:
-        headers = {}
-        tok = token if token is not None else (self.tokens[role] if role else None)
-        if tok is not None:
-            headers["Authorization"] = f"Bearer {tok}" if tok else "Bearer"  # "" -> the scheme without a token
-        return httpx.Client(base_url=self.base, headers=headers, timeout=60)
-
-    def take(self) -> dict[str, Any]:
-        return self.events.pop()
-
-    def sql(self, query: str, **params: Any) -> list[Any]:
-        eng = create_engine(f"sqlite:///{self.home / 'glassgate.db'}")
-        try:
-            with eng.connect() as c:
-                return list(c.execute(text(query), params).all())
-        finally:
-            eng.dispose()
-
-    def counts(self) -> tuple[int, int, int, int]:
-        return tuple(self.sql(f"SELECT count(*) FROM {t}")[0][0]  # type: ignore[return-value]
-                     for t in ("decisions", "explanations", "verdicts", "audit_log"))
-
-
-@contextmanager
-def serving(rt: Runtime) -> Iterator[str]:
-    server = uvicorn.Server(uvicorn.Config(create_app(rt), host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive(), "uvicorn exited during start-up"
-        assert time.monotonic() < deadline, "uvicorn did not start within 30 s"
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_openmp_thread():
-    """As tests/test_cli.py: per-tree OpenMP sections stall a busy two-core machine; results do not depend on it."""
-    with threadpool_limits(limits=1, user_api="openmp"):
-        yield
+from tests.apiserver import PRINCIPAL_OF, PROBLEM, ROLES, Api, make_home, serving
 
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory) -> Iterator[Api]:
-    home = tmp_path_factory.mktemp("glassgate-home")
-    tokens = {role: secrets.token_urlsafe(32) for role in ROLES}
-    config = tmp_path_factory.mktemp("config") / "principals.yaml"
-    config.write_text(yaml.safe_dump({"principals": [
-        {"id": PRINCIPAL_OF[r], "roles": [r], "token_sha256": token_hash(tokens[r])} for r in ROLES]}))
-    assert not any(t in config.read_text() for t in tokens.values())  # only hashes are stored
-
-    world = generate_world(users=60, days=10, seed=5)
-    model, _, _ = train_on_world(world, load_policies(POLICY_DIR), test_days=3, params={"max_iter": 60})
-    rt = Runtime(Settings(home=home, config=config, database_url=None))
-    rt.save_model(model)
-    rows = world.events.to_dict("records")
-    seeded = [row_to_event(r) for r in rows[-120:-60]]
-    fresh = [row_to_event(r) for r in rows[-60:]]
+    h = make_home(tmp_path_factory.mktemp("svc"))
+    assert not any(t in h.config.read_text() for t in h.tokens.values())  # only hashes are stored
+    rt = h.runtime()
+    seeded, fresh = h.events(-120, -60), h.events(-60)
     with serving(rt) as base:
-        a = Api(base=base, home=home, tokens=tokens, events=fresh, seeded=seeded)
+        a = Api(base=base, home=h.home, tokens={r: h.tokens[r] for r in ROLES}, events=fresh, seeded=seeded)
         with a.client("ingest") as c:
             r = c.post("/v1/events:batch", json={"events": seeded})
             assert r.status_code == 200, r.text
