@@ -11,11 +11,14 @@ from typing import Any
 from langgraph.types import Command
 
 from agent.approval import ApprovalError, Channel, Principal, Refusal
+from agent.gather import gather
 from agent.graph import answer_of
-from agent.narrative import Audience
+from agent.narrative import Audience, Intent
+from agent.planner import Plan
 from agent.proposals import decide, expire_due
 from integrations.runtime import Runtime
 from risk.store.control import ProposalRow
+from tools.registry import ToolNotFound
 
 # One agent turn at a time per process: a graph turn writes its checkpoint and may draft a proposal, and
 # the LLM classes keep per-call state on their instances.
@@ -70,3 +73,22 @@ def decide_proposal(rt: Runtime, *, proposal_id: str, principal: Principal, appr
         return decide(s, proposal_id=proposal_id, principal=principal, approve=approve, channel=channel,
                       rules=rt.approval_rules, ledger=rt.ledger, clock=rt.clock, iam=rt.agent_deps.iam,
                       reason=reason, tier_of=rt.agent_deps.tier_of).model_dump(mode="json")
+
+
+def explain_decision(rt: Runtime, *, decision_id: str, audience: Audience) -> dict[str, Any]:
+    """The narrative of one decision for ``audience``, verified against its evidence (an LLM draft that
+    fails is replaced by the deterministic one, and the failure is reported): the same gather, narrator
+    and verifier as an agent turn, without the planner. Raises ToolNotFound for an unknown decision."""
+    deps = rt.agent_deps
+    question = f"Why was decision {decision_id} made?"
+    ev = gather(deps.tools, Plan(intent=Intent.WHY_DECISION, decision_id=decision_id), question)
+    if ev.decision is None:
+        raise ToolNotFound("decision", decision_id)
+    with _AGENT_LOCK:
+        narrative, verification = deps.narrate(ev, audience)
+    return {"decision_id": decision_id, "audience": audience.value, "text": narrative.text,
+            "claims": [c.model_dump(mode="json") for c in narrative.claims],
+            "citations": [c.model_dump(mode="json") for c in narrative.citations], "narrator": narrative.narrator,
+            "decision_ids": ev.decision_ids(), "verified": verification["verified"],
+            "verification_failures": verification.get("failures", []),
+            "fallback_from": verification.get("fallback_from")}
