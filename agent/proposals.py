@@ -175,7 +175,7 @@ def decide(s: Session, *, proposal_id: str, principal: Principal, approve: bool,
     now = clock()
     row = _locked(s, proposal_id)
     kind = Kind(row.kind)
-    if row.status == Status.PENDING.value and row.expires_ms < _ms(now):
+    if row.status == Status.EXPIRED.value or (row.status == Status.PENDING.value and row.expires_ms < _ms(now)):
         raise ApprovalError(Refusal.EXPIRED, f"proposal {proposal_id} expired at {_iso(row.expires_ms)}; "
                             "propose it again if it is still needed")
     if row.status != Status.PENDING.value:

@@ -2,7 +2,8 @@
 
 Prints one JSON object to stdout (progress goes to stderr). Every figure is
 measured in the same run; nothing asserts on timings. The ``agent`` section (policy
-retrieval, offline agent turns, the verifier) lives in :mod:`evals.bench_agent`.
+retrieval, offline agent turns, the verifier) lives in :mod:`evals.bench_agent`; the ``api`` section (the
+service over loopback: event ingestion under load, webhook to enrichment) in :mod:`evals.bench_api`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import sklearn
 from threadpoolctl import ThreadpoolController
 
 from evals.bench_agent import bench_agent
+from evals.bench_api import bench_api
 from knowledge import POLICY_DIR
 from risk.audit import Ledger
 from risk.counterfactual import find_counterfactuals
@@ -240,6 +242,8 @@ def main(argv: list[str] | None = None) -> None:
         rep = bench_replay(engine.sessions, sz)
         agent = bench_agent(Path(d), engine, world_end, mode)
     syn = bench_synth(sz)
+    log("the service over loopback (evals.bench_api)")
+    api = bench_api(mode)
     out = {"mode": mode, "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(),
                                      "platform": platform.platform(), "numpy": np.__version__,
                                      "sklearn": sklearn.__version__, "shap": shap.__version__,
@@ -248,7 +252,7 @@ def main(argv: list[str] | None = None) -> None:
                      "orders of magnitude, not SLOs. Latency parts are medians from a separate in-memory pass; "
                      "'rest' is the engine p50 minus those parts (DB, explanation assembly, audit), an estimate."),
            "score_explain_latency_ms": latency, "batch_explain": batch, "replay_1m": rep, "synth_1m": syn,
-           "agent": agent,
+           "agent": agent, "api": api,
            "total_seconds": round(time.perf_counter() - t0, 1)}
     print(json.dumps(out, indent=2))
 

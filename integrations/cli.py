@@ -240,12 +240,16 @@ def audit_verify(as_json: Annotated[bool, typer.Option("--json")] = False) -> No
 
 
 @app.command()
-def demo(serve: Annotated[bool, typer.Option("--serve/--no-serve", help="serving comes with the service issue")] = False,
+def demo(serve: Annotated[bool, typer.Option("--serve/--no-serve", help="end by serving the API on --host:--port")] = True,
+         host: str = "127.0.0.1", port: int = 8000,
          users: int = 300, days: int = 28, seed: int = 7, test_days: int = 7) -> None:
-    """Build the demo world: generate, train, replay the later days online, print what happened."""
+    """Build the demo world (generate, train, replay the later days online), print what happened, write a
+    principals file with fresh tokens, and serve the API over it."""
     from integrations.demo import DemoRefused, run_demo
 
     rt = _rt()
+    if serve:
+        _port_free_or_fail(host, port)
     with _progress() as prog:
         def stage(desc: str, total: int) -> Callable[[int], None]:
             task = prog.add_task(desc, total=total)
@@ -255,9 +259,78 @@ def demo(serve: Annotated[bool, typer.Option("--serve/--no-serve", help="serving
         except DemoRefused as exc:
             _fail(str(exc))
     _print_summary(rt, result)
+    _print_service_intro(rt, result, host, port, serving=serve)
     if serve:
-        err.print("serving is not built yet (the service issue adds it); the world is ready in "
-                  f"{rt.settings.home}")
+        _serve(Runtime(load_settings()), host, port)
+
+
+def _port_free_or_fail(host: str, port: int) -> None:
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            _fail(f"cannot serve on {host}:{port}: {exc.strerror}; stop what uses it or pass --port", 2)
+
+
+def _serve(rt: Runtime, host: str, port: int) -> None:
+    import uvicorn
+
+    from integrations.api import create_app
+    from integrations.principals import ConfigError
+
+    try:
+        rt.model  # noqa: B018 - a missing model is said plainly before the server starts
+        app = create_app(rt)
+    except (ModelNotFoundError, ConfigError) as exc:
+        _fail(str(exc), 2)
+    err.print(f"serving on http://{host}:{port} (OpenAPI at /openapi.json); Ctrl-C stops", highlight=False)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+@app.command()
+def serve(host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+          port: Annotated[int, typer.Option(help="TCP port")] = 8000) -> None:
+    """Serve the HTTP API (with the ticket webhooks, and Slack when configured) over GLASSGATE_HOME."""
+    _port_free_or_fail(host, port)
+    _serve(_rt(), host, port)
+
+
+def _print_service_intro(rt: Runtime, result: Any, host: str, port: int, *, serving: bool) -> None:
+    """Tokens (once), and three requests a newcomer can paste."""
+    import shlex
+
+    base = f"http://{host}:{port}"
+    by_role: dict[str, str] = {}
+    for pid, p in rt.principals.items():
+        for role in p.roles:
+            by_role.setdefault(role.value, pid)
+    typer.echo(f"\n--- the service{'' if serving else ' (start it with: glassgate serve)'}: {base}")
+    typer.echo(f"bearer tokens (shown once; {rt.settings.home / 'principals.yaml'} keeps only their SHA-256):")
+    for role_name, pid in sorted(by_role.items()):
+        typer.echo(f"  {role_name:<13} {pid:<10} {result.tokens[pid]}")
+    ex = result.examples
+    did = ex.get("impossible_travel_denied") or next((v for k, v in ex.items() if not k.endswith("_session")), None)
+    analyst = result.tokens[by_role["analyst"]]
+    question = "which policy sets the threshold for OT consoles?"
+    if did:
+        with rt.sessions() as s:
+            d, _ = get_decision(s, did)
+        verb = "denied" if d.outcome == "deny" else "stepped up on" if d.outcome == "step_up" else "allowed"
+        question = f"why was {d.user_id} {verb} access to {d.resource_id}?"
+    typer.echo("try:")
+    typer.echo(f"  curl -s -X POST {base}/v1/ask -H 'Authorization: Bearer {analyst}' "
+               f"-H 'Content-Type: application/json' -d {shlex.quote(json.dumps({'question': question}))}")
+    if did:
+        typer.echo(f"  curl -s '{base}/v1/decisions/{did}/narrative?audience=ticket' -H 'Authorization: Bearer {analyst}'")
+    if result.proposal_id:
+        owner = result.tokens[by_role["policy_owner"]]
+        typer.echo(f"  curl -s -X POST {base}/v1/proposals/{result.proposal_id}/approve -H 'Authorization: Bearer {owner}' "
+                   f"-H 'Content-Type: application/json' -d '{{\"reason\": \"confirmed with the user by phone\"}}'")
+        typer.echo(f"  (that approves {by_role['analyst']}'s pending exception request {result.proposal_id}; it expires "
+                   "in an hour)")
 
 
 def _ask_text(rt: Runtime, question: str) -> str:
@@ -324,7 +397,7 @@ def _print_summary(rt: Runtime, result: Any) -> None:
 def _principal_or_fail(rt: Runtime, who: str):
     p = rt.principals.get(who)
     if p is None:
-        _fail(f"{who!r} is not a principal in {rt.settings.config or 'the demo configuration'}; known: "
+        _fail(f"{who!r} is not a principal in {rt.settings.principals_path}; known: "
               f"{', '.join(sorted(rt.principals))}", 2)
     return p
 

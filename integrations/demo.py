@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import shutil
 from collections import Counter
 from collections.abc import Callable
@@ -10,8 +11,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import yaml
 
+from integrations.principals import token_hash
 from integrations.runtime import Runtime
+from integrations.settings import SHIPPED_PRINCIPALS
 from risk.audit import AuditKind
 from risk.features import warm_profiles
 from risk.store.queries import add_verdict, get_decision, session_decisions
@@ -23,6 +27,7 @@ from risk.training import train_on_world
 Stage = Callable[[str, int], Callable[[int], None]]  # (description, total) -> advance(n)
 
 MARKER = "demo.json"
+PRINCIPALS = "principals.yaml"
 
 
 class DemoRefused(RuntimeError):
@@ -33,12 +38,14 @@ class DemoRefused(RuntimeError):
 class DemoResult:
     summary: dict[str, Any]
     examples: dict[str, str]  # name -> decision id or session id
+    tokens: dict[str, str]  # principal id -> bearer token (shown once; only hashes are stored)
+    proposal_id: str | None  # a pending exception request, for a newcomer to approve
 
 
 def reset_home(rt: Runtime) -> None:
     home = rt.settings.home
     owned = [home / "glassgate.db", home / "glassgate.db-wal", home / "glassgate.db-shm", rt.settings.witness_path,
-             home / "sample-events.jsonl", home / MARKER]
+             home / "sample-events.jsonl", home / PRINCIPALS, home / MARKER]
     has_state = any(p.exists() for p in owned[:1]) or rt.settings.models_dir.exists()
     if has_state and not (home / MARKER).exists():
         raise DemoRefused(f"{home} holds glassgate state that the demo did not create; "
@@ -94,6 +101,7 @@ def run_demo(rt: Runtime, *, users: int, days: int, seed: int, test_days: int, s
 
     later = later.assign(outcome=outcomes)
     _seed_verdicts(rt, later, seed)
+    proposal_id = _draft_exception(rt, later)
     head = rt.engine.checkpoint()
     with rt.sessions() as s:
         report = rt.ledger.verify(s)
@@ -103,9 +111,53 @@ def run_demo(rt: Runtime, *, users: int, days: int, seed: int, test_days: int, s
     idx(1)
     summary = _summary(model.card, later, head.size, report.ok)
     examples = _examples(rt, later)
-    (rt.settings.home / MARKER).write_text(json.dumps({"summary": summary, "examples": examples}, indent=2))
+    tokens = write_principals(rt)
+    (rt.settings.home / MARKER).write_text(json.dumps({"summary": summary, "examples": examples,
+                                                       "proposal_id": proposal_id}, indent=2))
     _write_sample(rt, world)
-    return DemoResult(summary=summary, examples=examples)
+    return DemoResult(summary=summary, examples=examples, tokens=tokens, proposal_id=proposal_id)
+
+
+def write_principals(rt: Runtime) -> dict[str, str]:
+    """Write GLASSGATE_HOME/principals.yaml: the shipped demo principals, each with a fresh random token
+    stored only as its SHA-256. Returns the tokens (principal id -> token) for printing once."""
+    shipped = yaml.safe_load(SHIPPED_PRINCIPALS.read_text())["principals"]
+    tokens = {p["id"]: secrets.token_urlsafe(32) for p in shipped}
+    out = [{**p, "token_sha256": token_hash(tokens[p["id"]])} for p in shipped]
+    path = rt.settings.home / PRINCIPALS
+    path.write_text("# Written by `glassgate demo`: tokens are stored as SHA-256 only; they were printed once.\n"
+                    + yaml.safe_dump({"principals": out}, sort_keys=False))
+    path.chmod(0o600)
+    rt.__dict__.pop("principals", None)
+    rt.__dict__.pop("agent_deps", None)
+    rt.__dict__.pop("graph", None)
+    return tokens
+
+
+def _draft_exception(rt: Runtime, later: Any) -> str | None:
+    """An analyst's pending request for a time-boxed exception after a benign event was stepped up or
+    denied: drafted through the same tool the agent and Slack use; nothing is applied until approved."""
+    from dataclasses import replace
+
+    from risk.engine import decision_id_for
+    from tools.registry import call_tool
+
+    flagged = later[later["outcome"] != "allow"]
+    if not len(flagged):
+        return None
+    benign = flagged[flagged["label"] == 0]
+    lookalike = benign[benign["scenario"] != "benign"]  # travel, new laptop...: the requests analysts field
+    r = next(c for c in (lookalike, benign, flagged) if len(c)).iloc[0]
+    did = decision_id_for(r["event_id"])
+    with rt.sessions() as s:
+        d, _ = get_decision(s, did)
+        user, resource = d.user_id, d.resource_id
+    ctx = replace(rt.tool_context(with_index=False), principal="ana")
+    out = call_tool(ctx, "propose_action", {
+        "kind": "grant_exception", "evidence": {"decision_ids": [did]},
+        "payload": {"user_id": user, "resource_id": resource, "duration_hours": 8,
+                    "reason": f"{user} confirmed by phone that the {r['scenario'].replace('_', ' ')} was them"}})
+    return str(out.proposal["proposal_id"])
 
 
 def _seed_verdicts(rt: Runtime, later: Any, seed: int) -> None:
@@ -165,6 +217,12 @@ def _examples(rt: Runtime, later: Any) -> dict[str, str]:
         sel = later[(later["scenario"] == scen) & ((later["outcome"] == want) if want else True)]
         if len(sel):
             out[name] = decision_id_for(sel.iloc[0]["event_id"])
+    if "impossible_travel_denied" not in out:  # a small world: any denial, else any step-up, else any
+        for want in ("deny", "step_up", "allow"):
+            sel = later[later["outcome"] == want]
+            if len(sel):
+                out[f"{want}_example"] = decision_id_for(sel.iloc[0]["event_id"])
+                break
     deg = later[(later["scenario"] == "posture_degraded") & (later["outcome"] != "allow")]
     if len(deg):
         out["posture_degraded_session"] = deg.iloc[0]["session"]

@@ -12,8 +12,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agent.approval import Principal, Role
+from integrations.settings import SHIPPED_PRINCIPALS
 
-DEMO_CONFIG = Path(__file__).parent / "demo-principals.yaml"
+DEMO_CONFIG = SHIPPED_PRINCIPALS
 
 
 class PrincipalEntry(BaseModel):

@@ -16,7 +16,7 @@ from agent.approval import ApprovalRules, Principal
 from agent.deps import AgentDeps
 from agent.graph import build_graph
 from agent.iam import BuiltinIam
-from integrations.principals import DEMO_CONFIG, as_principals, load_principals
+from integrations.principals import as_principals, load_principals
 from integrations.settings import Settings
 from knowledge.index import PolicyIndex
 from risk.audit import Ledger
@@ -94,7 +94,7 @@ class Runtime:
 
     @cached_property
     def principals(self) -> dict[str, Principal]:
-        return as_principals(load_principals(self.settings.config or DEMO_CONFIG))
+        return as_principals(load_principals(self.settings.principals_path))
 
     @cached_property
     def index(self) -> PolicyIndex:

@@ -9,6 +9,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 import knowledge
 
+SHIPPED_PRINCIPALS = Path(__file__).parent / "demo-principals.yaml"  # ids and roles only: no tokens
+
 
 class Settings(BaseSettings):
     """Where glassgate keeps its state and how it reaches its stores."""
@@ -39,6 +41,7 @@ class Settings(BaseSettings):
         "SLACK_BOT_TOKEN", "GLASSGATE_SLACK_BOT_TOKEN"))
     slack_api_url: str = Field(default="https://slack.com/api/", validation_alias=AliasChoices(
         "SLACK_API_URL", "GLASSGATE_SLACK_API_URL"))
+    checkpoint_seconds: float = Field(default=60.0, gt=0)  # GLASSGATE_CHECKPOINT_SECONDS: audit witness cadence
     worker_poll_seconds: float = 0.5  # GLASSGATE_WORKER_POLL_SECONDS: how often the job worker looks for work
 
     @field_validator("database_url")
@@ -100,6 +103,15 @@ class Settings(BaseSettings):
     @property
     def uses_llm(self) -> bool:
         return bool(self.llm_base_url)
+
+    @property
+    def principals_path(self) -> Path:
+        """GLASSGATE_CONFIG; else the file `glassgate demo` wrote into GLASSGATE_HOME; else the shipped demo
+        file (ids and roles without tokens: nobody can authenticate to the API with it)."""
+        if self.config is not None:
+            return self.config
+        written = self.home / "principals.yaml"
+        return written if written.exists() else SHIPPED_PRINCIPALS
 
     @property
     def chroma_path(self) -> Path:

@@ -252,6 +252,10 @@ class Ledger:
         stmt = select(_LOG).where(_LOG.c.seq > after_seq).order_by(_LOG.c.seq).limit(limit)
         return [_out(row) for row in session.execute(stmt).mappings()]
 
+    def size(self, session: Session) -> int:
+        """How many entries the head records (0 for an empty ledger); cheap, unlike verify."""
+        return int(session.scalar(select(_HEAD.c.size).where(_HEAD.c.id == 1)) or 0)
+
     def get(self, session: Session, seq: int) -> AuditEntryOut | None:
         """The entry at ``seq``, or None."""
         row = session.execute(select(_LOG).where(_LOG.c.seq == seq)).mappings().one_or_none()

@@ -39,6 +39,7 @@ class Api:
     tokens: dict[str, str]  # role -> bearer token
     events: list[dict[str, Any]]  # fresh, valid events not yet posted (tests take from it)
     seeded: list[dict[str, Any]]  # events posted by the fixture (in a batch)
+    app: Any = None  # the FastAPI app being served, when the test built it
 
     def client(self, role: str | None = None, token: str | None = None) -> httpx.Client:
         headers = {}

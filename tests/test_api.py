@@ -7,24 +7,27 @@ import json
 import secrets
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import pytest
 
+from integrations.api import create_app
 from integrations.runtime import Runtime
 from integrations.settings import Settings
-from tests.apiserver import PRINCIPAL_OF, PROBLEM, ROLES, Api, make_home, serving
+from tests.apiserver import PRINCIPAL_OF, PROBLEM, ROLES, Api, make_home, serving, wait_for
 
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory) -> Iterator[Api]:
     h = make_home(tmp_path_factory.mktemp("svc"))
     assert not any(t in h.config.read_text() for t in h.tokens.values())  # only hashes are stored
-    rt = h.runtime()
+    app = create_app(h.runtime())
     seeded, fresh = h.events(-120, -60), h.events(-60)
-    with serving(rt) as base:
-        a = Api(base=base, home=h.home, tokens={r: h.tokens[r] for r in ROLES}, events=fresh, seeded=seeded)
+    with serving(app) as base:
+        a = Api(base=base, home=h.home, tokens={r: h.tokens[r] for r in ROLES}, events=fresh, seeded=seeded,
+                app=app)
         with a.client("ingest") as c:
             r = c.post("/v1/events:batch", json={"events": seeded})
             assert r.status_code == 200, r.text
@@ -285,6 +288,7 @@ def _endpoints(api: Api) -> list[tuple[str, str, Any, tuple[str, ...]]]:
         ("GET", f"/v1/decisions/{did}", None, ("ingest",)),
         ("GET", f"/v1/sessions/{sid}/timeline", None, ("ingest",)),
         ("POST", f"/v1/decisions/{did}/verdict", {"verdict": "benign"}, ("ingest",)),
+        ("GET", "/metrics", None, ("ingest",)),
     ]
 
 
@@ -389,3 +393,69 @@ def test_paging_steps_through_decisions_at_the_same_instant(api):
             if cursor is None:
                 break
     assert seen == want
+
+
+# ----------------------------------------------------------------------------- concurrent ingestion
+
+def test_concurrent_posts_share_one_chunk_and_each_gets_its_own_decision(api):
+    """Requests arriving while the writer is busy are decided together, in one engine chunk, and each
+    request still gets exactly its own results; the same event posted at once by several clients is
+    decided once (one 201, the rest 200 with the same decision)."""
+    fresh = [api.take() for _ in range(6)]
+    dup = api.take()
+    bodies = [*fresh, dup, dup, dup]
+    group = api.app.state.group_commit
+    before_batches, before = dict(group.batches), api.counts()
+    api.app.state.write_lock.acquire()  # the writer is busy: requests queue up behind it
+    try:
+        pool = ThreadPoolExecutor(max_workers=len(bodies))
+        clients = [api.client("ingest") for _ in bodies]
+        futures = [pool.submit(c.post, "/v1/events", json=b) for c, b in zip(clients, bodies, strict=True)]
+        wait_for(lambda: len(group._pending) == len(bodies), what="every request to be queued")
+    finally:
+        api.app.state.write_lock.release()
+    responses = [f.result(timeout=60) for f in futures]
+    pool.shutdown()
+    for c in clients:
+        c.close()
+    assert {k: v - before_batches.get(k, 0) for k, v in group.batches.items()
+            if v != before_batches.get(k, 0)} == {len(bodies): 1}  # one shared chunk
+    for body, r in zip(bodies[:6], responses[:6], strict=True):
+        assert r.status_code == 201, r.text
+        assert r.json()["decision"]["event_id"] == body["event_id"]
+    dups = responses[6:]
+    assert sorted(r.status_code for r in dups) == [200, 200, 201]
+    assert len({json.dumps(r.json(), sort_keys=True) for r in dups}) == 1
+    assert api.counts()[:2] == (before[0] + 7, before[1] + 7)
+
+
+# ----------------------------------------------------------------------------- metrics
+
+def _samples(text: str) -> dict[str, float]:
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+def test_metrics_count_requests_by_route_template_and_decisions_by_outcome(api):
+    with api.client("analyst") as c:
+        before = _samples(c.get("/metrics").text)
+        did = api.sql("SELECT decision_id FROM decisions ORDER BY seq LIMIT 1")[0][0]
+        for _ in range(3):
+            assert c.get(f"/v1/decisions/{did}").status_code == 200
+        assert c.get("/v1/decisions/no-such-decision").status_code == 404
+        r = c.get("/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    after = _samples(r.text)
+    ok = 'glassgate_http_requests_total{method="GET",route="/v1/decisions/{decision_id}",status="200"}'
+    missing = ok.replace('"200"', '"404"')
+    assert after[ok] - before.get(ok, 0) == 3
+    assert after[missing] - before.get(missing, 0) == 1
+    assert not any(did in k for k in after)  # raw paths never become label values
+    assert after['glassgate_http_request_duration_seconds_count{method="GET",route="/v1/decisions/{decision_id}"}'] >= 4
+    by_outcome = dict(api.sql("SELECT outcome, count(*) FROM decisions GROUP BY outcome"))
+    for outcome, n in by_outcome.items():
+        assert after[f'glassgate_decisions{{outcome="{outcome}"}}'] == n

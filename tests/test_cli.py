@@ -477,7 +477,7 @@ def test_audit_verify_names_a_tampered_entry(scored, home, tmp_path, monkeypatch
 def _demo(home: Path, monkeypatch):
     monkeypatch.setenv("GLASSGATE_HOME", str(home))
     monkeypatch.delenv("GLASSGATE_DATABASE_URL", raising=False)
-    return _invoke(["demo", "--no-serve", "--users", "40", "--days", "8", "--test-days", "2"])
+    return _invoke(["demo", "--no-serve", "--users", "60", "--days", "10", "--test-days", "3"])
 
 
 def test_demo_builds_and_rebuilds_its_home(tmp_path, monkeypatch):
@@ -489,15 +489,61 @@ def test_demo_builds_and_rebuilds_its_home(tmp_path, monkeypatch):
     assert first["audit_ok"] is True
     assert _count(home, "decisions") == first["decisions"] > 0
     assert (home / "sample-events.jsonl").is_file()
+    tokens = _printed_tokens(res.stdout)
+    _check_demo_principals(home, tokens, res.stdout)
 
     res = _demo(home, monkeypatch)
     assert res.exit_code == 0, res.output
     assert "verified OK" in res.stdout
+    again = _printed_tokens(res.stdout)
+    assert set(again) == set(tokens) and not set(again.values()) & set(tokens.values())  # fresh tokens each build
+    _check_demo_principals(home, again, res.stdout)
     second = json.loads((home / "demo.json").read_text())["summary"]
     # rebuilt from scratch, not layered on the first run: same decisions, verdicts and ledger size
     assert _count(home, "decisions") == second["decisions"] == first["decisions"]
     assert second["audit_entries"] == first["audit_entries"] == _count(home, "audit_log")
     assert len([p for p in (home / "models").iterdir() if p.is_dir()]) == 1
+
+
+def _printed_tokens(stdout: str) -> dict[str, str]:
+    """role -> token, from the lines under "bearer tokens"."""
+    lines = stdout.split("bearer tokens", 1)[1].splitlines()[1:]
+    out = {}
+    for line in lines:
+        parts = line.split()
+        if len(parts) != 3 or parts[0] not in ("admin", "analyst", "ingest", "policy_owner"):
+            break
+        out[parts[0]] = parts[2]
+    return out
+
+
+def _check_demo_principals(home: Path, tokens: dict[str, str], stdout: str) -> None:
+    import yaml
+
+    from integrations.principals import load_principals, principal_for_token
+
+    assert set(tokens) == {"admin", "analyst", "ingest", "policy_owner"}
+    written = (home / "principals.yaml").read_text()
+    assert not any(t in written for t in tokens.values())  # only hashes are stored
+    assert oct((home / "principals.yaml").stat().st_mode & 0o777) == "0o600"
+    entries = load_principals(home / "principals.yaml")
+    for role, tok in tokens.items():
+        entry = principal_for_token(entries.values(), tok)
+        assert entry is not None and role in entry.roles, role
+    assert yaml.safe_load(written)["principals"][0]["token_sha256"]
+    # the three curl lines: ask, a narrative, and approving the pending exception request
+    curls = [line.strip() for line in stdout.splitlines() if line.strip().startswith("curl ")]
+    assert len(curls) == 3
+    assert "/v1/ask" in curls[0] and tokens["analyst"] in curls[0]
+    assert "/narrative?audience=ticket" in curls[1]
+    pid = curls[2].split("/v1/proposals/")[1].split("/")[0]
+    assert tokens["policy_owner"] in curls[2]
+    eng = create_engine(f"sqlite:///{home / 'glassgate.db'}")
+    with eng.connect() as c:
+        row = c.execute(text("SELECT kind, status, requested_by FROM proposals WHERE proposal_id = :p"),
+                        {"p": pid}).one()
+    eng.dispose()
+    assert tuple(row) == ("grant_exception", "pending", "ana")
 
 
 def test_demo_refuses_a_home_it_did_not_create(tmp_path, monkeypatch):

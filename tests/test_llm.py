@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from fake_openai import content, error, serve, tool_call
 
 from agent.approval import ApprovalRules
 from agent.deps import AgentDeps, OfflineNarrator, OfflinePlanner
@@ -21,6 +20,7 @@ from agent.planner import Plan, plan
 from agent.verifier import verify
 from risk.audit import Ledger
 from risk.catalog import FEATURES
+from tests.fake_openai import content, error, serve, tool_call
 from tools.context import ToolContext
 from tools.entities import KnownEntitiesInput, known_entities
 

@@ -1,35 +1,70 @@
-"""The FastAPI application over one Runtime."""
+"""The FastAPI application over one Runtime: the HTTP API, the ticket webhooks, Slack when configured,
+and the background work of the service (the enrichment job worker and the periodic audit checkpoint)."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
 
-from integrations.api import errors
-from integrations.api.routes import decisions, events, health
-from integrations.principals import DEMO_CONFIG, ConfigError, load_principals
+from integrations.api import errors, metrics
+from integrations.api.routes import agent, audit, decisions, events, health, policies, proposals, tickets
+from integrations.enrichment import start_enrichment_worker
+from integrations.principals import ConfigError, load_principals
 from integrations.runtime import Runtime
+from integrations.witness import Checkpointer
 
 
-def create_app(runtime: Runtime) -> FastAPI:
-    """Build the HTTP API. Principals and their token hashes are read from the configuration file now
+def create_app(runtime: Runtime, *, start_worker: bool = True) -> FastAPI:
+    """Build the service. Principals and their token hashes are read from the configuration file now
     (GLASSGATE_CONFIG through the runtime's settings); a bad file fails here, not on the first request, and
-    so does a channel switched on with an empty or placeholder secret."""
+    so does a channel switched on with an empty or placeholder secret.
+
+    With ``start_worker`` (the default) the app's lifespan runs the enrichment job worker and the audit
+    checkpoint; without it, deliveries are queued and nothing runs them (tests use that to stage a crash).
+    """
     problems = runtime.settings.channel_problems()
     if problems:
         raise ConfigError("refusing to start: " + "; ".join(problems))
-    app = FastAPI(title="glassgate", version="0.1.0", openapi_url="/openapi.json",
+    app = FastAPI(title="glassgate", version="0.1.0", openapi_url="/openapi.json", lifespan=_lifespan(start_worker),
                   description="Explainable Zero Trust access decisions. Errors are RFC 9457 problem documents.")
     app.state.runtime = runtime
-    app.state.principal_entries = load_principals(runtime.settings.config or DEMO_CONFIG)
+    app.state.principal_entries = load_principals(runtime.settings.principals_path)
     app.state.tool_context = runtime.tool_context(with_index=False, with_model=False)
     app.state.write_lock = threading.Lock()
+    app.state.group_commit = events.GroupCommit(app.state.write_lock)
+    app.state.checkpointer = None
     errors.install(app)
-    app.include_router(health.router)
-    app.include_router(events.router)
-    app.include_router(decisions.router)
-    # -- agent, proposals, policies, audit
-    # -- ticket webhooks and enrichment
-    # -- slack
+    metrics.install(app)
+    tickets.install(app)
+    for module in (health, metrics, events, decisions, agent, proposals, policies, audit, tickets):
+        app.include_router(module.router)
+    if runtime.settings.slack_enabled:
+        from integrations.api.routes import slack  # slack-bolt is imported only when Slack is switched on
+
+        slack.install(app)
     return app
+
+
+def _lifespan(start_worker: bool):  # type: ignore[no-untyped-def]
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not start_worker:
+            yield
+            return
+        rt: Runtime = app.state.runtime
+        worker, close = start_enrichment_worker(rt, write_lock=app.state.write_lock)
+        app.state.job_worker = worker
+        checkpointer = app.state.checkpointer = Checkpointer(rt, interval=rt.settings.checkpoint_seconds)
+        checkpointer.start()
+        try:
+            yield
+        finally:
+            await run_in_threadpool(worker.stop)  # finishes the job in hand first
+            close()
+            app.state.job_worker = None
+            await run_in_threadpool(checkpointer.stop)  # covers what the last requests appended
+    return lifespan

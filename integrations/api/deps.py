@@ -127,3 +127,6 @@ def json_body(limit: int) -> Callable[[Request], Coroutine[Any, Any, Any]]:
 EventBody = Annotated[Any, Depends(json_body(EVENT_MAX_BYTES))]
 BatchBody = Annotated[Any, Depends(json_body(BATCH_MAX_BYTES))]
 SmallBody = Annotated[Any, Depends(json_body(SMALL_MAX_BYTES))]
+
+# Anyone but an ingest-only service may *try* to decide a proposal; the approval rules then decide entitlement.
+ProposalDecider = Annotated[Principal, Depends(requires(READERS, "approve or reject proposals"))]

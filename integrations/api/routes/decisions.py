@@ -148,7 +148,5 @@ def post_verdict(decision_id: str, request: Request, principal: VerdictAuthor, r
                                      payload={"decision_id": decision_id, "verdict": body.verdict,
                                               "attack_type": body.attack_type, "analyst": principal.id,
                                               "note": body.note}, at=now)
-        with rt.sessions.begin() as s:
-            rt.ledger.checkpoint(s)
     return {"decision_id": decision_id, "verdict": body.verdict, "attack_type": body.attack_type,
             "analyst": principal.id, "note": body.note, "at": at, "audit_seq": entry.seq}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections import Counter
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -25,12 +27,62 @@ _BATCH_BODY = {"requestBody": {"required": True, "description": f"Up to {MAX_BAT
                                                              "items": {"type": "object"}}}}}}}}
 
 
+class GroupCommit:
+    """Concurrent requests share one engine chunk (one transaction, one batched explanation) instead of
+    queueing for the write lock one by one: each request adds its events to a pending list, then takes
+    the write lock; whoever holds it decides everything pending, in arrival order, and hands each request
+    its own results. Writes stay serial (SQLite has one writer; the engine allocates sequence numbers and
+    profile updates per chunk) and per-user order is arrival order, as before."""
+
+    MAX_EVENTS = 1000
+
+    def __init__(self, write_lock: threading.Lock):
+        self._write_lock = write_lock
+        self._mutex = threading.Lock()
+        self._pending: list[_Slot] = []
+        self.batches: Counter[int] = Counter()  # requests per shared chunk (for the record; tests read it)
+
+    def score(self, engine: DecisionEngine, raws: list[Any]) -> list[ScoreResult | Rejected]:
+        slot = _Slot(raws)
+        with self._mutex:
+            self._pending.append(slot)
+        with self._write_lock:
+            while not slot.done:
+                with self._mutex:
+                    batch: list[_Slot] = []
+                    size = 0
+                    while self._pending and (not batch or size + len(self._pending[0].raws) <= self.MAX_EVENTS):
+                        size += len(self._pending[0].raws)
+                        batch.append(self._pending.pop(0))
+                self.batches[len(batch)] += 1
+                try:
+                    results = list(engine.score_many([r for b in batch for r in b.raws], chunk=self.MAX_EVENTS))
+                except BaseException as exc:
+                    for b in batch:
+                        b.error, b.done = exc, True
+                    raise
+                at = 0
+                for b in batch:
+                    b.results, b.done = results[at: at + len(b.raws)], True
+                    at += len(b.raws)
+        if slot.error is not None:
+            raise slot.error
+        return slot.results
+
+
+class _Slot:
+    __slots__ = ("done", "error", "raws", "results")
+
+    def __init__(self, raws: list[Any]):
+        self.raws, self.done = raws, False
+        self.results: list[ScoreResult | Rejected] = []
+        self.error: BaseException | None = None
+
+
 def _score(request: Request, raws: list[Any]) -> list[ScoreResult | Rejected]:
-    """Score in order. Writes go one request at a time: SQLite has one writer, and the engine allocates
-    sequence numbers and profile updates per chunk."""
-    engine: DecisionEngine = request.app.state.runtime.engine
-    with request.app.state.write_lock:
-        return list(engine.score_many(raws))
+    """Decide in order, sharing an engine chunk with concurrent requests (see GroupCommit)."""
+    group: GroupCommit = request.app.state.group_commit
+    return group.score(request.app.state.runtime.engine, raws)
 
 
 def _result(res: ScoreResult) -> dict[str, Any]:

@@ -1,0 +1,64 @@
+"""The audit ledger over HTTP: a paginated export as JSON lines, and verification (the same
+``Ledger.verify`` as `glassgate audit verify`)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+
+from integrations.api.deps import Reader
+from integrations.api.errors import problem_responses
+from integrations.runtime import Runtime
+from risk.audit import AuditEntryOut, VerifyReport
+
+router = APIRouter(tags=["audit"])
+
+NDJSON = "application/x-ndjson"
+MAX_PAGE = 1000
+NEXT_HEADER = "X-Next-After-Seq"
+MAX_SEQ = 2**63 - 1  # the column is a signed 64-bit integer
+
+_EXPORT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "One audit entry per line, in sequence order. When more entries follow, the "
+                         f"``{NEXT_HEADER}`` header holds the next page's ``after_seq`` and ``Link`` its URL "
+                         '(rel="next"); the last page has neither.',
+          "content": {NDJSON: {"schema": AuditEntryOut.model_json_schema()}},
+          "headers": {NEXT_HEADER: {"schema": {"type": "integer"}, "description": "after_seq of the next page."},
+                      "Link": {"schema": {"type": "string"}, "description": 'The next page, rel="next".'}}},
+    **problem_responses(401, 403, 422),
+}
+
+
+@router.get("/v1/audit", response_class=Response, responses=_EXPORT_RESPONSES)
+def export(
+    request: Request, principal: Reader,
+    after_seq: Annotated[int, Query(ge=-1, le=MAX_SEQ, description="Entries after this sequence number (-1: from the start).")]
+    = -1,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="At most this many entries.")] = 100,
+) -> Response:
+    """Export the audit ledger as JSON lines, oldest first, a page at a time; each entry carries its
+    ``prev_hash`` and ``leaf_hash`` so the chain can be checked outside glassgate."""
+    rt: Runtime = request.app.state.runtime
+    with rt.sessions() as s:
+        rows = rt.ledger.entries(s, after_seq=after_seq, limit=limit + 1)
+    page, more = rows[:limit], len(rows) > limit
+    headers = {}
+    if more:
+        nxt = page[-1].seq
+        url = request.url.replace(query=urlencode({"after_seq": nxt, "limit": limit}))
+        headers = {NEXT_HEADER: str(nxt), "Link": f'<{url}>; rel="next"'}
+    body = "".join(e.model_dump_json() + "\n" for e in page)
+    return Response(content=body, media_type=NDJSON, headers=headers)
+
+
+@router.get("/v1/audit/verify", response_model=VerifyReport, responses=problem_responses(401, 403))
+def verify(request: Request, principal: Reader) -> VerifyReport:
+    """Recompute every entry's leaf hash, the hash chain, the head row and the witness: ``ok`` with the
+    size and Merkle root, or the first bad entry's ``first_bad_seq`` and the ``problem``. A failed
+    verification is still a 200: the report is the answer."""
+    rt: Runtime = request.app.state.runtime
+    with rt.sessions() as s:
+        return rt.ledger.verify(s)

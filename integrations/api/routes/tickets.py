@@ -1,0 +1,150 @@
+"""Ticket webhooks: a signed ticket-created delivery is recorded and answered with 202 at once; the job
+worker enriches the ticket later. The delivery id is the idempotency key: a retried delivery answers with the
+same job and changes nothing. ``GET /v1/tickets/{id}/enrichment`` reads the result (readers only)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from starlette.concurrency import run_in_threadpool
+
+from integrations.api.deps import SMALL_MAX_BYTES, Reader, SessionDep, parse_json, read_limited
+from integrations.api.errors import ProblemError, invalid, problem_responses
+from integrations.enrichment import KIND
+from integrations.jobs import enqueue, wall_ms
+from integrations.principals import ConfigError
+from integrations.webhooks import (
+    PayloadError,
+    SignatureScheme,
+    Unauthenticated,
+    parse_ticket,
+    scheme_of,
+    verify_jira,
+    verify_standard,
+    whsec_key,
+)
+from risk.store.service import DeliveryRow, EnrichmentRow, JobRow
+
+router = APIRouter(tags=["tickets"])
+
+WEBHOOK_MAX_BYTES = SMALL_MAX_BYTES * 4  # 256 KiB: a Jira issue payload with a long ADF description fits
+
+
+def _count(request: Request, result: str) -> None:
+    with request.app.state.webhook_lock:
+        request.app.state.webhook_results[result] += 1
+
+
+def _refuse(request: Request, exc: Unauthenticated) -> ProblemError:
+    _count(request, "unauthenticated")
+    return ProblemError(401, exc.reason, slug="bad-signature", title="Delivery not authenticated",
+                        headers={"WWW-Authenticate": 'Signature realm="glassgate-webhooks"'})
+
+
+@router.post("/v1/webhooks/tickets", status_code=202,
+             responses=problem_responses(400, 401, 413, 422))
+async def receive_ticket(request: Request) -> JSONResponse:
+    """A ticket-created delivery, signed with Standard Webhooks headers or Jira's ``X-Hub-Signature``; the
+    body is glassgate's generic ``{"ticket": {...}}`` or Jira Cloud's ``jira:issue_created`` payload.
+    Answers 202 ``{"job_id", "status"}``; a retried delivery (same id) gives the same job."""
+    try:
+        body = await read_limited(request, WEBHOOK_MAX_BYTES)
+    except ProblemError:
+        _count(request, "invalid")
+        raise
+    rt = request.app.state.runtime
+    settings = rt.settings
+    scheme = scheme_of(request.headers)
+    try:
+        if scheme is None:
+            raise Unauthenticated("the delivery is unsigned: send Standard Webhooks headers (webhook-id, "
+                                  "webhook-timestamp, webhook-signature) or Jira's X-Hub-Signature")
+        if scheme is SignatureScheme.STANDARD:
+            delivery_id = verify_standard(request.headers, body, secrets=settings.webhook_secret_list,
+                                          now_s=time.time())
+        else:
+            delivery_id = verify_jira(request.headers, body, secret=settings.jira_webhook_secret)
+    except Unauthenticated as exc:
+        raise _refuse(request, exc) from None
+    try:
+        ticket = parse_ticket(parse_json(body))
+    except ProblemError:
+        _count(request, "invalid")
+        raise
+    except PayloadError as exc:
+        _count(request, "invalid")
+        raise invalid(exc.problems) from None
+
+    payload = {"ticket": ticket.as_json(), "delivery_id": delivery_id, "channel": scheme.value}
+    job_id, status, duplicate = await run_in_threadpool(_record, request, channel=scheme.value,
+                                                        delivery_id=delivery_id, payload=payload)
+    _count(request, "duplicate" if duplicate else "accepted")
+    return JSONResponse({"job_id": job_id, "status": status, "ticket_id": ticket.id, "duplicate": duplicate},
+                        status_code=202)
+
+
+def _record(request: Request, *, channel: str, delivery_id: str, payload: dict[str, Any]) -> tuple[int, str, bool]:
+    """Record the delivery and enqueue its job in one transaction; ``(job id, job status, duplicate)``."""
+    rt = request.app.state.runtime
+    for _ in range(3):  # a concurrent first delivery of the same id (another process) wins; then read it
+        try:
+            with request.app.state.write_lock, rt.sessions.begin() as s:
+                seen = s.get(DeliveryRow, (channel, delivery_id))
+                if seen is not None:
+                    job = s.get(JobRow, seen.job_id) if seen.job_id is not None else None
+                    return (seen.job_id or 0), (job.status if job else "unknown"), True
+                now = wall_ms()
+                job, _ = enqueue(s, kind=KIND, key=f"{channel}:{delivery_id}", payload=payload, now_ms=now)
+                s.add(DeliveryRow(channel=channel, delivery_id=delivery_id, received_ms=now, job_id=job.id))
+                return job.id, job.status, False
+        except IntegrityError:
+            continue
+    raise ProblemError(409, f"delivery {delivery_id!r} is being recorded concurrently; retry it")
+
+
+@router.get("/v1/tickets/{ticket_id}/enrichment", responses=problem_responses(401, 403, 404))
+def read_enrichment(ticket_id: str, principal: Reader, s: SessionDep) -> dict[str, Any]:
+    """The enrichment written for a ticket: the decisions found and their ticket narratives, and where it
+    was posted. 404 while it is not written yet, with the job's status when a job for it exists."""
+    row = s.get(EnrichmentRow, ticket_id)
+    if row is not None:
+        return {"ticket_id": row.ticket_id, "source": row.source, "delivery_id": row.delivery_id,
+                "decision_ids": row.decision_ids, "narrative": row.narrative, "posted_to": row.posted_to,
+                "external_ref": row.external_ref, "created_ms": row.created_ms}
+    # not enriched yet: is a job on its way? (jobs are keyed by delivery, so look among the unfinished ones)
+    pending = s.scalars(select(JobRow).where(JobRow.kind == KIND, JobRow.status != "done")
+                        .order_by(JobRow.id.desc()).limit(500))
+    for job in pending:
+        if (job.payload.get("ticket") or {}).get("id") == ticket_id:
+            raise ProblemError(404, f"ticket {ticket_id!r} is not enriched yet: job {job.id} is {job.status}"
+                                    + (f" ({job.last_error})" if job.last_error else ""),
+                               extra={"kind": "enrichment", "job_id": job.id, "job_status": job.status,
+                                      "attempts": job.attempts, "last_error": job.last_error})
+    raise ProblemError(404, f"no enrichment for ticket {ticket_id!r}", extra={"kind": "enrichment"})
+
+
+# ----------------------------------------------------------------------------- wiring (create_app)
+
+
+def install(app: FastAPI) -> None:
+    """Webhook counters for /metrics (``app.state.webhook_results``: a Counter by accepted, duplicate,
+    unauthenticated, invalid; increment under ``app.state.webhook_lock``). Refuses to start on a
+    ``whsec_`` secret that is not base64. The job worker is started by the app's lifespan."""
+    for i, secret in enumerate(app.state.runtime.settings.webhook_secret_list):
+        try:
+            usable = bool(whsec_key(secret))
+        except ValueError:
+            usable = False
+        if not usable:
+            raise ConfigError(f"refusing to start: GLASSGATE_WEBHOOK_SECRETS item {i + 1} is not whsec_ followed by "
+                              "a non-empty base64 key")
+    app.state.webhook_results = Counter({r: 0 for r in ("accepted", "duplicate", "unauthenticated", "invalid")})
+    app.state.webhook_lock = threading.Lock()
+    app.state.job_worker = None

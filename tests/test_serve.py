@@ -1,0 +1,123 @@
+"""`glassgate serve` as its own process: it serves over an existing home, stops cleanly, and refuses to
+start with a placeholder secret, a half-configured channel or a port in use, saying which."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from integrations.settings import Settings
+from tests.apiserver import Home, make_home, wait_for
+
+GLASSGATE = str(Path(sys.executable).with_name("glassgate"))
+CHANNEL_VARS = ("GLASSGATE_WEBHOOK_SECRETS", "GLASSGATE_JIRA_WEBHOOK_SECRET", "GLASSGATE_JIRA_URL",
+                "GLASSGATE_JIRA_EMAIL", "GLASSGATE_JIRA_API_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_BOT_TOKEN")
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory) -> Home:
+    return make_home(tmp_path_factory.mktemp("serve"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _env(h: Home, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GLASSGATE_") and k not in CHANNEL_VARS}
+    return {**env, "GLASSGATE_HOME": str(h.home), "GLASSGATE_CONFIG": str(h.config), **extra}
+
+
+@pytest.fixture
+def server(home) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    port = _free_port()
+    proc = subprocess.Popen([GLASSGATE, "serve", "--port", str(port)], env=_env(home), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        assert proc.poll() is None, proc.communicate()[1]
+        try:
+            return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+    try:
+        wait_for(up, timeout=60, what="glassgate serve to answer /healthz")
+        yield proc, base
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def test_serve_answers_over_the_home_and_stops_on_sigterm(server, home):
+    proc, base = server
+    r = httpx.get(f"{base}/readyz", timeout=10)
+    assert r.status_code == 200 and r.json()["status"] == "ready", r.text
+    r = httpx.get(f"{base}/v1/decisions", headers={"Authorization": f"Bearer {home.tokens['analyst']}"}, timeout=10)
+    assert r.status_code == 200, r.text
+    assert httpx.get(f"{base}/v1/decisions", timeout=10).status_code == 401
+    proc.send_signal(signal.SIGTERM)
+    # uvicorn shuts down gracefully, then exits by the signal it received (so a supervisor sees why)
+    assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
+    assert "Traceback" not in proc.communicate()[1]
+
+
+@pytest.mark.parametrize(("env", "named"), [
+    ({"SLACK_SIGNING_SECRET": "changeme", "SLACK_BOT_TOKEN": "xoxb-real-looking-token-1234"}, "SLACK_SIGNING_SECRET"),
+    ({"GLASSGATE_WEBHOOK_SECRETS": "whsec_<your-secret>"}, "GLASSGATE_WEBHOOK_SECRETS item 1"),
+])
+def test_serve_refuses_a_channel_with_a_placeholder_or_missing_secret(home, env, named):
+    port = _free_port()
+    res = subprocess.run([GLASSGATE, "serve", "--port", str(port)], env=_env(home, **env), text=True,
+                         capture_output=True, timeout=120)
+    assert res.returncode == 2, res.stderr
+    assert named in " ".join(res.stderr.split()), res.stderr
+    assert "serving on" not in res.stderr
+    for value in env.values():  # a secret is never echoed whole
+        if len(value.strip()) > 8:
+            assert value not in res.stderr
+
+
+def test_serve_refuses_a_port_in_use(home):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        res = subprocess.run([GLASSGATE, "serve", "--port", str(port)], env=_env(home), text=True,
+                             capture_output=True, timeout=120)
+    assert res.returncode == 2
+    assert f"127.0.0.1:{port}" in res.stderr and "--port" in res.stderr
+
+
+def test_channel_problems_accept_real_secrets_and_name_every_bad_one(tmp_path):
+    good = Settings(home=tmp_path, webhook_secrets="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw,whsec_c2Vjb25kLXNlY3JldC0x",
+                    jira_webhook_secret="j1r4-w3bh00k-s3cr3t-value", slack_signing_secret="8f742231b10e8888abcd99yyyzzz85a5",
+                    slack_bot_token="xoxb-17653672481-19874698323-pdFZKVeTuE8sk7oOcBrzbqgy",
+                    jira_url="https://acme.atlassian.net", jira_email="soc@acme.example", jira_api_token="ATATT3xFfGF0abc")
+    assert good.channel_problems() == []
+    assert good.webhook_secret_list == ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whsec_c2Vjb25kLXNlY3JldC0x"]
+    assert Settings(home=tmp_path).channel_problems() == []  # nothing switched on, nothing to refuse
+    for kwargs, named in (({"slack_signing_secret": "0123456789abcdef0123456789abcdef"}, "SLACK_BOT_TOKEN is not set"),
+                          ({"webhook_secrets": ""}, "GLASSGATE_WEBHOOK_SECRETS is set but empty"),
+                          ({"jira_webhook_secret": "  "}, "GLASSGATE_JIRA_WEBHOOK_SECRET is empty or a placeholder"),
+                          ({"jira_url": "https://acme.atlassian.net"}, "GLASSGATE_JIRA_EMAIL is not set")):
+        assert any(named in p for p in Settings(home=tmp_path, **kwargs).channel_problems()), kwargs
+    bad = Settings(home=tmp_path, webhook_secrets="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw,secret",
+                   slack_bot_token="xoxb-17653672481-19874698323-pdFZKVeTuE8sk7oOcBrzbqgy", slack_signing_secret="TODO",
+                   jira_url="ftp://jira", jira_email="soc@acme.example", jira_api_token="<token>")
+    problems = " | ".join(bad.channel_problems())
+    for named in ("GLASSGATE_WEBHOOK_SECRETS item 2", "SLACK_SIGNING_SECRET", "GLASSGATE_JIRA_URL",
+                  "GLASSGATE_JIRA_API_TOKEN"):
+        assert named in problems
+    assert "SLACK_BOT_TOKEN" not in problems
