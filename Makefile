@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: install
-	$(BIN)/glassgate demo --no-serve
+	$(BIN)/glassgate demo
 
 test: install
 	bash scripts/ensure-postgres.sh

@@ -312,7 +312,9 @@ def _print_service_intro(rt: Runtime, result: Any, host: str, port: int, *, serv
     for role_name, pid in sorted(by_role.items()):
         typer.echo(f"  {role_name:<13} {pid:<10} {result.tokens[pid]}")
     ex = result.examples
-    did = ex.get("impossible_travel_denied") or next((v for k, v in ex.items() if not k.endswith("_session")), None)
+    prefer = ("impossible_travel_denied", "mfa_fatigue", "bulk_export", "deny_example", "step_up_example")
+    did = next((ex[k] for k in prefer if k in ex), None) or next(
+        (v for k, v in ex.items() if not k.endswith("_session")), None)
     analyst = result.tokens[by_role["analyst"]]
     question = "which policy sets the threshold for OT consoles?"
     if did:

@@ -253,6 +253,7 @@ class Worker:
     def __init__(self, queue: JobQueue, handlers: Mapping[str, Handler], *, poll_seconds: float = 0.5):
         self.queue, self.handlers, self.poll_seconds = queue, dict(handlers), poll_seconds
         self._stop = threading.Event()
+        self._work = threading.Event()  # set by wake() and stop(): cuts the poll wait short
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -265,11 +266,17 @@ class Worker:
     def stop(self, timeout: float = 30.0) -> None:
         """Ask the worker to stop after the job in hand (if any) and wait for it."""
         self._stop.set()
+        self._work.set()
         if self._thread is not None:
             self._thread.join(timeout)
             if self._thread.is_alive():
                 log.warning("job worker did not stop within %s s; its lease will expire", timeout)
             self._thread = None
+
+    def wake(self) -> None:
+        """Look for work now (a job was just enqueued in this process) instead of at the next poll. Jobs
+        enqueued elsewhere, retries and taken-over leases are still found by polling."""
+        self._work.set()
 
     @property
     def alive(self) -> bool:
@@ -283,4 +290,5 @@ class Worker:
                 log.exception("job worker: claiming or settling a job failed")
                 handled = None
             if handled is None:
-                self._stop.wait(self.poll_seconds)
+                self._work.wait(self.poll_seconds)
+                self._work.clear()

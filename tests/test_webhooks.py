@@ -387,6 +387,19 @@ def test_generic_delivery_is_enriched_once_even_when_retried(world):
     assert audit[0][0] == 1
 
 
+def test_an_accepted_delivery_wakes_the_worker_instead_of_waiting_for_its_poll(world):
+    """With a poll interval of an hour, only the wake-up on enqueue can get the job run within the wait."""
+    w = world
+    d = w.decisions[3]
+    body = _generic("INC-WAKE-1", decision_id=d["decision_id"])
+    with serving(create_app(w.runtime(worker_poll_seconds=3600))) as base, httpx.Client(base_url=base, timeout=30) as c:
+        wait_for(lambda: _enriched(w, base, "INC-NONE") is None, what="the server")  # up; nothing to do yet
+        r = c.post("/v1/webhooks/tickets", content=body, headers=_std_headers(w.new_secret, body))
+        assert r.status_code == 202, r.text
+        got = wait_for(lambda: _enriched(w, base, "INC-WAKE-1"), timeout=60, what="the woken worker")
+    assert got["decision_ids"] == [d["decision_id"]]
+
+
 def test_ticket_text_finds_decisions_by_user_and_time_and_says_when_nothing_matches(world):
     w = world
     d = next(x for x in w.decisions if x["outcome"] != "allow")
