@@ -52,12 +52,7 @@ class Api:
         return self.events.pop()
 
     def sql(self, query: str, **params: Any) -> list[Any]:
-        eng = create_engine(f"sqlite:///{self.home / 'glassgate.db'}")
-        try:
-            with eng.connect() as c:
-                return list(c.execute(text(query), params).all())
-        finally:
-            eng.dispose()
+        return sqlite_rows(self.home, query, **params)
 
     def counts(self) -> tuple[int, int, int, int]:
         return tuple(self.sql(f"SELECT count(*) FROM {t}")[0][0]  # type: ignore[return-value]
@@ -141,3 +136,28 @@ def wait_for(condition: Any, *, timeout: float = 30.0, what: str = "the conditio
             return got
         assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
         time.sleep(0.05)
+
+
+def sqlite_rows(home: Path, query: str, **params: Any) -> list[Any]:
+    """Rows of ``query`` over the home's SQLite database, read through a connection of the test's own."""
+    eng = create_engine(f"sqlite:///{home / 'glassgate.db'}")
+    try:
+        with eng.connect() as c:
+            return list(c.execute(text(query), params).all())
+    finally:
+        eng.dispose()
+
+
+def problem(r: httpx.Response, status: int) -> dict[str, Any]:
+    """The RFC 9457 problem document of ``r``, checked to have ``status`` and the required members."""
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith(PROBLEM), r.headers["content-type"]
+    p = r.json()
+    assert {"type", "title", "status", "detail"} <= set(p), p
+    assert p["status"] == status and p["detail"]
+    return p
+
+
+def fields(p: dict[str, Any]) -> set[str]:
+    """The field names a problem's ``errors`` name."""
+    return {e["field"] for e in p["errors"]}

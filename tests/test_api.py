@@ -16,7 +16,9 @@ import pytest
 from integrations.api import create_app
 from integrations.runtime import Runtime
 from integrations.settings import Settings
-from tests.apiserver import PRINCIPAL_OF, PROBLEM, ROLES, Api, make_home, serving, wait_for
+from tests.apiserver import PRINCIPAL_OF, ROLES, Api, make_home, serving, wait_for
+from tests.apiserver import fields as _fields
+from tests.apiserver import problem as _problem
 
 
 @pytest.fixture(scope="module")
@@ -33,19 +35,6 @@ def api(tmp_path_factory) -> Iterator[Api]:
             assert r.status_code == 200, r.text
             assert all(x["status"] == 201 for x in r.json()["results"])
         yield a
-
-
-def _problem(r: httpx.Response, status: int) -> dict[str, Any]:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith(PROBLEM), r.headers["content-type"]
-    p = r.json()
-    assert {"type", "title", "status", "detail"} <= set(p), p
-    assert p["status"] == status and p["detail"]
-    return p
-
-
-def _fields(p: dict[str, Any]) -> set[str]:
-    return {e["field"] for e in p["errors"]}
 
 
 # ----------------------------------------------------------------------------- events

@@ -24,6 +24,8 @@ import pytest
 from integrations.runtime import Runtime
 from integrations.settings import Settings
 from tests.apiserver import PRINCIPAL_OF, PROBLEM, ROLES, Api, Home, make_home, serving
+from tests.apiserver import fields as _fields
+from tests.apiserver import problem as _problem
 from tools.registry import call_tool
 
 TABLES = ("decisions", "verdicts", "proposals", "approvals", "executions", "policy_versions", "audit_log")
@@ -68,19 +70,6 @@ def env(tmp_path_factory) -> Iterator[Env]:
             r = c.post("/v1/events:batch", json={"events": seeded})
             assert r.status_code == 200 and all(x["status"] == 201 for x in r.json()["results"]), r.text
         yield Env(api=api, home=h, rt=rt, clock=clock)
-
-
-def _problem(r: httpx.Response, status: int) -> dict[str, Any]:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith(PROBLEM), r.headers["content-type"]
-    p = r.json()
-    assert {"type", "title", "status", "detail"} <= set(p), p
-    assert p["status"] == status and p["detail"]
-    return p
-
-
-def _fields(p: dict[str, Any]) -> set[str]:
-    return {e["field"] for e in p["errors"]}
 
 
 def _restricted_events(env: Env, prefix: str, n: int, start: int = -400) -> list[dict[str, Any]]:

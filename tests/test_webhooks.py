@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from integrations.api import create_app
 from integrations.enrichment import KIND, make_handler
@@ -31,7 +31,7 @@ from integrations.webhooks import (
     verify_jira,
     verify_standard,
 )
-from tests.apiserver import PROBLEM, Home, make_home, serving, wait_for
+from tests.apiserver import PROBLEM, Home, make_home, serving, sqlite_rows, wait_for
 from tests.fake_jira import FakeJira, adf_problems
 
 # The known-answer vector of the Standard Webhooks Python library's tests (test_sign_function).
@@ -62,12 +62,7 @@ class World:
         return self.home.runtime(**{**base, **overrides})
 
     def sql(self, query: str, **params: Any) -> list[Any]:
-        eng = create_engine(f"sqlite:///{self.home.home / 'glassgate.db'}")
-        try:
-            with eng.connect() as c:
-                return list(c.execute(text(query), params).all())
-        finally:
-            eng.dispose()
+        return sqlite_rows(self.home.home, query, **params)
 
     def count(self, table: str) -> int:
         return int(self.sql(f"SELECT count(*) FROM {table}")[0][0])
