@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test bench lint clean
+.PHONY: install demo test bench eval reliability lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,18 @@ test: install
 
 bench: install
 	$(BIN)/python -m evals.bench
+
+# explanation and narrative quality (glassgate eval), then the prompt-injection suite; reports under
+# $(GLASSGATE_HOME)/reports (default .glassgate/reports)
+eval: install
+	$(BIN)/glassgate eval
+	$(BIN)/python -m evals.injection
+
+# the long fault, fuzz and load runs (make test runs bounded versions of each)
+reliability: install
+	bash scripts/ensure-postgres.sh
+	$(BIN)/pytest -m reliability
+	$(BIN)/python -m evals.load --seconds 60
 
 lint: install
 	$(BIN)/ruff check risk knowledge tools agent integrations evals tests

@@ -7,11 +7,14 @@ The planner and narrator are chosen by configuration (offline or LLM) behind one
 stops at ``interrupt()`` and is resumed with ``Command(resume=...)`` by thread id; the
 node re-runs from its top on resume, and everything it does after ``interrupt()`` is
 idempotent (the proposal state machine refuses a second decision by the same person and
-the executions table holds one row per proposal).
+the executions table holds one row per proposal). The decision is committed first and the
+action executed in a transaction of its own (``agent.proposals.execute_approved``), so a
+crash in between leaves an approved proposal that the service's recovery sweep executes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal, TypedDict
 
 from langchain_core.runnables import RunnableConfig
@@ -23,7 +26,7 @@ from agent.deps import AgentDeps
 from agent.gather import gather
 from agent.narrative import Audience, Evidence, Intent, Narrative
 from agent.planner import plan as offline_plan
-from agent.proposals import create, decide, record
+from agent.proposals import create, decide, execute_approved, record
 from risk.audit import AuditKind
 from risk.store.control import ProposalRow
 
@@ -40,8 +43,10 @@ class AgentState(TypedDict, total=False):
     approval_error: dict[str, Any] | None
 
 
-def build_graph(deps: AgentDeps, *, checkpointer: Any = None) -> Any:
-    """Compile a fresh graph over ``deps`` (tests build one per test)."""
+def build_graph(deps: AgentDeps, *, checkpointer: Any = None,
+                before_execute: Callable[[str], None] | None = None) -> Any:
+    """Compile a fresh graph over ``deps`` (tests build one per test). ``before_execute(proposal_id)`` runs
+    between the committed approval and the IAM call (a test hook for fault injection; none by default)."""
 
     def plan_node(state: AgentState) -> dict[str, Any]:
         p = deps.planner.plan(state["question"], ctx=deps.tools)
@@ -91,12 +96,16 @@ def build_graph(deps: AgentDeps, *, checkpointer: Any = None) -> Any:
                                         "principal; only principals in the configuration file can approve")
                 rec = decide(s, proposal_id=pid, principal=principal, approve=bool(answer.get("approve")),
                              channel=Channel(answer.get("channel", "cli")), rules=deps.rules, ledger=deps.ledger,
-                             clock=deps.clock, iam=deps.iam, reason=answer.get("reason"), tier_of=deps.tier_of)
+                             clock=deps.clock, reason=answer.get("reason"), tier_of=deps.tier_of)
                 error = None
             except ApprovalError as exc:
                 s.rollback()
                 error = {"reason": exc.reason.value, "message": str(exc)}
                 rec = None
+        if rec is not None and rec.status is Status.APPROVED:  # committed: now apply it, once, in this turn
+            execute_approved(deps.tools.sessions, iam=deps.iam, ledger=deps.ledger, clock=deps.clock,
+                             rules=deps.rules, proposal_id=pid, before_execute=before_execute)
+            rec = None  # read again below: whoever executed it, the thread reports the outcome
         if rec is None:
             with deps.tools.sessions() as s:
                 row = s.get(ProposalRow, pid)

@@ -93,7 +93,15 @@ def _timeline(ev: Evidence, out: list[str], claims: list[Claim]) -> None:
     for s in moved[:5]:
         top = s["changes"][0] if s["changes"] else None
         claims.append(Claim(type="outcome", subject=s["decision_id"], value=s["outcome"]))
-        if top:
+        cause = s.get("cause", "signals")
+        if s["outcome_changed"] and cause == "rule":
+            began = [r for r in s.get("rule_changes", []) if r["applies"] and r["effect"] == s["outcome"]]
+            why = "; ".join(f"the rule {r['rule_id']} began to apply" for r in began)
+        elif s["outcome_changed"] and cause == "exception":
+            why = f"an exception for this user and resource {s['exception_change']}"
+        elif s["outcome_changed"] and cause == "scope":
+            why = f"{s['resource_id']} falls under other thresholds ({s['scope_change']})"
+        elif top:
             claims.append(Claim(type="change", subject=s["decision_id"], feature=top["feature"],
                                 direction="+" if top["points_delta"] >= 0 else "-", value=top["after"],
                                 points=round(top["points_delta"], 2)))

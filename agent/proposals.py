@@ -1,8 +1,14 @@
 """Proposals: a persisted state machine, pending -> approved -> applied | failed, pending -> rejected | expired.
 
-Every transition is checked, persisted and audited in one transaction. The action
-runs exactly once: the executions table's primary key is the proposal id, and the
-built-in IAM adapter writes its effect in that same transaction.
+Every transition is checked, persisted and audited in one transaction. Approving and executing are two
+steps: :func:`decide` records the approval (the last one needed moves the proposal to ``approved``) and the
+caller commits it; :func:`execute_approved` then applies approved proposals, each in its own transaction,
+locked on the proposal row. The ``executions`` row (primary key: the proposal id) is the idempotency
+record: it is written in the transaction that moves the proposal to ``applied`` or ``failed``, so a
+proposal is executed at most once, and an approved proposal without one (its process died between the
+two steps) is executed by the next sweep. The built-in IAM adapter writes its effect in that same
+transaction, which makes it exactly once; an external adapter (which cannot share the transaction) gets
+the proposal id as its idempotency key, so a sweep that repeats a call whose result was lost is a no-op.
 """
 
 from __future__ import annotations
@@ -14,8 +20,8 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import exists, select, update
+from sqlalchemy.orm import Session, sessionmaker
 
 from agent.approval import ApprovalError, ApprovalRules, Channel, Kind, Principal, Refusal, Status, check_entitled
 from agent.iam import IamAdapter
@@ -164,9 +170,15 @@ def expire_due(s: Session, *, ledger: Ledger, clock: Clock) -> int:
 
 
 def decide(s: Session, *, proposal_id: str, principal: Principal, approve: bool, channel: Channel,
-           rules: ApprovalRules, ledger: Ledger, clock: Clock, iam: IamAdapter, reason: str | None = None,
+           rules: ApprovalRules, ledger: Ledger, clock: Clock, iam: IamAdapter | None = None,
+           reason: str | None = None,
            tier_of: Callable[[dict[str, Any]], str | None] = lambda _p: None) -> ProposalRecord:
-    """Approve or reject as ``principal``; when the last needed approval arrives, execute once.
+    """Approve or reject as ``principal``; the last needed approval moves the proposal to ``approved``.
+
+    The caller commits, then runs :func:`execute_approved` for the proposal: the approval is durable before
+    the IAM adapter is called, and a process that dies in between leaves an ``approved`` proposal that the
+    service's sweep executes. Only when ``iam`` is given is the proposal executed here, in the caller's
+    transaction (sound only for an adapter whose effect shares it, such as :class:`agent.iam.BuiltinIam`).
 
     Raises:
         ApprovalError: refused (not found, not pending, expired, self-approval, not entitled,
@@ -193,7 +205,8 @@ def decide(s: Session, *, proposal_id: str, principal: Principal, approve: bool,
         row.status, row.decided_ms = Status.REJECTED.value, _ms(now)
     elif len(prior) + 1 >= rules.kinds[kind].approvers:
         row.status, row.decided_ms = Status.APPROVED.value, _ms(now)
-        execute(s, row=row, iam=iam, ledger=ledger, clock=clock)
+        if iam is not None:
+            execute(s, row=row, iam=iam, ledger=ledger, clock=clock)
     s.flush()
     return record(s, row, rules)
 
@@ -214,6 +227,43 @@ def execute(s: Session, *, row: ProposalRow, iam: IamAdapter, ledger: Ledger, cl
     ledger.append(s, kind=AuditKind.ACTION, subject_id=row.proposal_id, at=now,
                   payload={"proposal_id": row.proposal_id, "kind": row.kind, "adapter": iam.name,
                            "status": status.value, "result": result})
+
+
+def approved_without_execution(s: Session) -> list[str]:
+    """Ids of approved proposals not executed yet (their process died after the approval), oldest first."""
+    return list(s.scalars(select(ProposalRow.proposal_id).where(
+        ProposalRow.status == Status.APPROVED.value,
+        ~exists().where(ExecutionRow.proposal_id == ProposalRow.proposal_id)).order_by(ProposalRow.decided_ms)))
+
+
+def execute_approved(sessions: sessionmaker[Session], *, iam: IamAdapter, ledger: Ledger, clock: Clock,
+                     rules: ApprovalRules, proposal_id: str | None = None,
+                     before_execute: Callable[[str], None] | None = None) -> list[ProposalRecord]:
+    """Execute approved proposals that have no execution yet: ``proposal_id`` only, or every one (the
+    recovery sweep). Each runs in its own transaction, under the proposal's row lock, and is re-checked
+    there, so concurrent sweeps and deciders execute each proposal once. ``before_execute(proposal_id)``
+    runs after the approval is committed and before the adapter is called (a test hook; a no-op by
+    default). Returns the records of the proposals executed by this call, applied or failed."""
+    if proposal_id is not None:
+        due = [proposal_id]
+    else:
+        with sessions() as s:
+            due = approved_without_execution(s)
+    done: list[ProposalRecord] = []
+    for pid in due:
+        if before_execute is not None:
+            before_execute(pid)
+        with sessions.begin() as s:
+            try:
+                row = _locked(s, pid)
+            except ApprovalError:
+                continue
+            if row.status != Status.APPROVED.value or s.get(ExecutionRow, pid) is not None:
+                continue  # executed already, by another request or sweep
+            execute(s, row=row, iam=iam, ledger=ledger, clock=clock)
+            s.flush()
+            done.append(record(s, row, rules))
+    return done
 
 
 def list_proposals(s: Session, *, rules: ApprovalRules, status: Status | None = None,

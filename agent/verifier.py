@@ -27,6 +27,15 @@ CONTRADICTIONS = re.compile(
     r"wrong)\b|\bfalse (?:alarm|positive)\b|\bdenial (?:was|is) (?:unjustified|unwarranted|incorrect)\b|"
     r"\bgrant (?:him |her |them |the user )?an exception\b|\blet (?:him|her|them) in\b",
     re.IGNORECASE)
+# A narrative explains; it never reports an action as done (actions are proposals a human approves, recorded
+# on the proposal). An obedient model told by injected text writes exactly these sentences.
+ACTION_TAKEN = re.compile(
+    r"\b(?:has|have|had) been (?:approved|applied|executed|revoked|granted|extended|widened|changed|lowered|raised|"
+    r"posted|forwarded)\b|\bI (?:have |had )?(?:also )?(?:approved|applied|executed|revoked|granted|extended|changed|"
+    r"lowered|raised|posted|forwarded|drafted)\b|\b(?:is|are) now\b|\bnow (?:lasts?|is|are)\b", re.IGNORECASE)
+# A dispute of a denial when the evidence holds no decision to dispute (e.g. an answer to a policy question).
+DISPUTE_ANY = re.compile(r"\b(?:denial|decision|block)\b[^.]{0,40}?\b(?:was|is) (?:a |an )?(?:mistake|error|wrong)\b|"
+                         r"\bshould (?:have )?been (?:allowed|granted|permitted)\b", re.IGNORECASE)
 OUTCOME_TEXT = {"allowed": "allow", "granted": "allow", "let in": "allow", "denied": "deny", "blocked": "deny",
                 "refused": "deny", "stepped up": "step_up", "challenged": "step_up"}
 SUBJECT_OUTCOME = re.compile(r"\b(?:was|is|has been|were)\s+(allowed|granted|let in|denied|blocked|refused|stepped up|"
@@ -188,6 +197,13 @@ def verify(narrative: Narrative, ev: Evidence) -> Verification:
     if d.get("outcome") in ("deny", "step_up") and disputed:
         failures.append(VerificationFailure(check="contradiction", detail=f"the text disputes a {d['outcome']} that "
                                             f"the evidence supports: {disputed.group()!r}"))
+    elif not d and (any_dispute := DISPUTE_ANY.search(own)):
+        failures.append(VerificationFailure(check="contradiction", detail="the text disputes a decision the evidence "
+                                            f"does not hold: {any_dispute.group()!r}"))
+    acted = ACTION_TAKEN.search(own)
+    if acted:
+        failures.append(VerificationFailure(check="action_claim", detail=f"the text reports an action as done "
+                                            f"({acted.group()!r}); a narrative only explains, actions are proposals"))
     return Verification(verified=not failures, failures=failures)
 
 

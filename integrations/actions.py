@@ -4,21 +4,29 @@ Slack: whatever the channel, the same graph answers and the same approval rules 
 
 from __future__ import annotations
 
+import logging
 import threading
 import uuid
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from langgraph.types import Command
 
-from agent.approval import ApprovalError, Channel, Principal, Refusal
+from agent.approval import ApprovalError, Channel, Principal, Refusal, Status
 from agent.gather import gather
 from agent.graph import answer_of
 from agent.narrative import Audience, Intent
 from agent.planner import Plan
-from agent.proposals import decide, expire_due
+from agent.proposals import approved_without_execution, decide, execute_approved, expire_due, record
+from integrations import faults
 from integrations.runtime import Runtime
 from risk.store.control import ProposalRow
 from tools.registry import ToolNotFound
+
+log = logging.getLogger("glassgate.actions")
+
+SWEEP_SECONDS = 30.0  # how often the service looks for approved proposals left without an execution
 
 # One agent turn at a time per process: a graph turn writes its checkpoint and may draft a proposal, and
 # the LLM classes keep per-call state on their instances.
@@ -50,7 +58,11 @@ def decide_proposal(rt: Runtime, *, proposal_id: str, principal: Principal, appr
     """Approve or reject a proposal as ``principal`` through ``channel``; the action runs once the approvals
     it needs are in. A proposal drafted by an agent thread that waits at its approval interrupt is decided
     by resuming that thread (so the thread sees the outcome); any other is decided directly. Either way
-    the rules are the ones of ``agent.approval.check_entitled``. Raises ApprovalError, nothing changed."""
+    the rules are the ones of ``agent.approval.check_entitled``. Raises ApprovalError, nothing changed.
+
+    The approval is committed before the action runs, in a transaction of its own: should this process
+    die in between, the proposal stays ``approved`` and the service's sweep (:func:`sweep_approved`)
+    executes it, once."""
     expire(rt)
     with rt.sessions() as s:
         row = s.get(ProposalRow, proposal_id)
@@ -70,9 +82,69 @@ def decide_proposal(rt: Runtime, *, proposal_id: str, principal: Principal, appr
                 rec: dict[str, Any] = values["proposal"]
                 return rec
     with rt.sessions.begin() as s:
-        return decide(s, proposal_id=proposal_id, principal=principal, approve=approve, channel=channel,
-                      rules=rt.approval_rules, ledger=rt.ledger, clock=rt.clock, iam=rt.agent_deps.iam,
-                      reason=reason, tier_of=rt.agent_deps.tier_of).model_dump(mode="json")
+        decided = decide(s, proposal_id=proposal_id, principal=principal, approve=approve, channel=channel,
+                         rules=rt.approval_rules, ledger=rt.ledger, clock=rt.clock, reason=reason,
+                         tier_of=rt.agent_deps.tier_of)
+    if decided.status is not Status.APPROVED:
+        return decided.model_dump(mode="json")
+    execute_approved(rt.sessions, iam=rt.agent_deps.iam, ledger=rt.ledger, clock=rt.clock, rules=rt.approval_rules,
+                     proposal_id=proposal_id,
+                     before_execute=faults.hook(faults.parse(rt.settings.failpoints), faults.Failpoint.AFTER_APPROVAL_COMMIT))
+    with rt.sessions() as s:
+        row = s.get_one(ProposalRow, proposal_id)
+        return record(s, row, rt.approval_rules).model_dump(mode="json")
+
+
+def sweep_approved(rt: Runtime) -> list[str]:
+    """Execute every approved proposal that has no execution yet (its process died between the committed
+    approval and the IAM call); the ids executed. Failpoints are not armed here, so a restart recovers."""
+    with rt.sessions() as s:
+        if not approved_without_execution(s):
+            return []  # the usual case: the agent's dependencies need not even be built
+    done = execute_approved(rt.sessions, iam=rt.agent_deps.iam, ledger=rt.ledger, clock=rt.clock,
+                            rules=rt.approval_rules)
+    for rec in done:
+        log.warning("recovered proposal %s: approved before the last stop, executed now (%s)", rec.proposal_id,
+                    rec.status.value)
+    return [rec.proposal_id for rec in done]
+
+
+class ApprovedSweeper:
+    """The service's recovery loop: :func:`sweep_approved` once at start-up, then every ``interval`` s (an
+    execution that failed to run after its approval, say because the database was briefly away, is picked
+    up without a restart). Runs under the app's write lock, like every other writer in the service."""
+
+    def __init__(self, rt: Runtime, *, interval: float = SWEEP_SECONDS,
+                 write_lock: AbstractContextManager[Any] | None = None):
+        self._rt, self._interval = rt, interval
+        self._lock: Callable[[], AbstractContextManager[Any]] = (lambda: write_lock) if write_lock is not None \
+            else nullcontext
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.recovered: list[str] = []
+
+    def run_once(self) -> list[str]:
+        try:
+            with self._lock():
+                got = sweep_approved(self._rt)
+        except Exception:  # noqa: BLE001 - e.g. the database is down; the next run tries again
+            log.exception("sweep of approved proposals failed")
+            return []
+        self.recovered.extend(got)
+        return got
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="glassgate-approved-sweep", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.run_once()
 
 
 def explain_decision(rt: Runtime, *, decision_id: str, audience: Audience) -> dict[str, Any]:

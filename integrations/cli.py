@@ -279,12 +279,14 @@ def _serve(rt: Runtime, host: str, port: int) -> None:
     import uvicorn
 
     from integrations.api import create_app
+    from integrations.faults import FailpointError, parse
     from integrations.principals import ConfigError
 
     try:
+        parse(rt.settings.failpoints)
         rt.model  # noqa: B018 - a missing model is said plainly before the server starts
         app = create_app(rt)
-    except (ModelNotFoundError, ConfigError) as exc:
+    except (ModelNotFoundError, ConfigError, FailpointError) as exc:
         _fail(str(exc), 2)
     err.print(f"serving on http://{host}:{port} (OpenAPI at /openapi.json); Ctrl-C stops", highlight=False)
     uvicorn.run(app, host=host, port=port, log_level="warning")
@@ -501,6 +503,25 @@ def reject(proposal_id: str, as_: Annotated[str, typer.Option("--as", help="the 
            reason: Annotated[str, typer.Option(help="why (recorded)")]) -> None:
     """Reject a proposal as a configured principal."""
     _decide_cli(proposal_id, as_, False, reason)
+
+
+@app.command("eval")
+def eval_(cases: Annotated[int, typer.Option(help="world cases to sample (the edge cases come on top)")] = 160,
+          seed: Annotated[int, typer.Option(help="world and sampling seed")] = 7,
+          out: Annotated[Path | None, typer.Option(help="report root (default GLASSGATE_HOME/reports)")] = None) -> None:
+    """Explanation and narrative evals in their own home (GLASSGATE_HOME/eval-world): cause recall, faithfulness,
+    completeness, citations, counterfactuals, fidelity, stability; exit 1 when the gate fails."""
+    from evals.run_eval import EvalHomeRefused, run_and_print  # evals may import anything; nothing imports evals
+    from evals.scenarios import DatasetError
+
+    if cases < 1:
+        _fail(f"--cases must be at least 1 (got {cases})", code=2)
+    try:
+        code = run_and_print(base=load_settings(), n_cases=cases, seed=seed, out=out)
+    except (DatasetError, EvalHomeRefused) as exc:
+        _fail(str(exc))
+    raise typer.Exit(code)
+
 
 if __name__ == "__main__":
     app()

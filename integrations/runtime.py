@@ -139,12 +139,16 @@ class Runtime:
     def checkpointer(self) -> Any:
         saver: Any
         if self.settings.db_url.startswith("postgresql"):
-            import psycopg
             from langgraph.checkpoint.postgres import PostgresSaver
             from psycopg.rows import dict_row
+            from psycopg_pool import ConnectionPool
 
             url = self.settings.db_url.replace("postgresql+psycopg://", "postgresql://")
-            saver = PostgresSaver(psycopg.connect(url, autocommit=True, prepare_threshold=0, row_factory=dict_row))
+            # A pool whose connections are checked before use: after a database restart, the next agent turn
+            # gets a fresh connection instead of the dead one (a single connection would stay dead).
+            pool = ConnectionPool(url, min_size=1, max_size=4, open=True, check=ConnectionPool.check_connection,
+                                  kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row})
+            saver = PostgresSaver(pool)  # type: ignore[arg-type]
         else:
             import sqlite3
 
@@ -157,7 +161,10 @@ class Runtime:
 
     @cached_property
     def graph(self) -> Any:
-        return build_graph(self.agent_deps, checkpointer=self.checkpointer)
+        from integrations import faults
+
+        hook = faults.hook(faults.parse(self.settings.failpoints), faults.Failpoint.AFTER_APPROVAL_COMMIT)
+        return build_graph(self.agent_deps, checkpointer=self.checkpointer, before_execute=hook)
 
 
 class _LazyIndex:

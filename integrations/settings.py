@@ -43,6 +43,7 @@ class Settings(BaseSettings):
         "SLACK_API_URL", "GLASSGATE_SLACK_API_URL"))
     checkpoint_seconds: float = Field(default=60.0, gt=0)  # GLASSGATE_CHECKPOINT_SECONDS: audit witness cadence
     worker_poll_seconds: float = 0.5  # GLASSGATE_WORKER_POLL_SECONDS: how often the job worker looks for work
+    failpoints: str | None = None  # GLASSGATE_FAILPOINTS: test hook only (integrations/faults.py), off by default
 
     @field_validator("database_url")
     @classmethod

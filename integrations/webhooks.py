@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictStr, ValidationError
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, ValidationError
 
 TOLERANCE_S = 5 * 60
 MAX_DELIVERY_ID = 200
@@ -190,11 +190,18 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _iso_text(v: Any) -> Any:
+    """An instant must be ISO 8601 text with an offset: never a bare number read as Unix time."""
+    if not isinstance(v, str):
+        raise ValueError("must be an ISO 8601 string with a time zone offset")
+    return v
+
+
 class GenericFields(_Strict):
     user_id: Annotated[StrictStr, Field(min_length=1, max_length=128)] | None = None
     decision_id: Annotated[StrictStr, Field(min_length=1, max_length=64)] | None = None
     event_id: Annotated[StrictStr, Field(min_length=1, max_length=128)] | None = None
-    occurred_at: AwareDatetime | None = None
+    occurred_at: Annotated[AwareDatetime, BeforeValidator(_iso_text)] | None = None
 
 
 class GenericTicket(_Strict):

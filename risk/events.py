@@ -134,7 +134,13 @@ class AccessEvent(_Strict):
             raise ValueError(f"not an RFC 3339 timestamp: {exc}") from None
         if ts.tzinfo is None or ts.utcoffset() is None:
             raise ValueError("timestamp has no time zone; add 'Z' or an offset")
-        return ts.astimezone(UTC)
+        try:
+            utc = ts.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("timestamp is out of range") from None
+        if not 1970 <= utc.year <= 2200:
+            raise ValueError(f"timestamp is out of range: year {utc.year} (1970 to 2200)")
+        return utc
 
     def canonical(self) -> dict[str, Any]:
         """The event as a JSON-ready dict, timestamps normalised to UTC 'Z'."""

@@ -418,6 +418,48 @@ def test_concurrent_posts_share_one_chunk_and_each_gets_its_own_decision(api):
     assert api.counts()[:2] == (before[0] + 7, before[1] + 7)
 
 
+class _Breaks:
+    """The real engine, except that a chunk holding the event ``boom_id`` fails as a bug would."""
+
+    def __init__(self, engine: Any, boom_id: str):
+        self.engine, self.boom_id = engine, boom_id
+
+    def score_many(self, raws: list[Any], **kw: Any) -> Any:
+        raws = list(raws)
+        if any(isinstance(r, dict) and r.get("event_id") == self.boom_id for r in raws):
+            raise RuntimeError("simulated defect")
+        return self.engine.score_many(raws, **kw)
+
+
+def test_a_request_that_breaks_a_shared_chunk_fails_alone(api):
+    good1, boom, good2 = api.take(), api.take(), api.take()
+    rt = api.app.state.runtime
+    real = rt.engine
+    before = api.counts()
+    rt.__dict__["engine"] = _Breaks(real, boom["event_id"])
+    api.app.state.write_lock.acquire()
+    try:
+        pool = ThreadPoolExecutor(max_workers=3)
+        clients = [api.client("ingest") for _ in range(3)]
+        futures = [pool.submit(c.post, "/v1/events", json=b) for c, b in zip(clients, (good1, boom, good2), strict=True)]
+        wait_for(lambda: len(api.app.state.group_commit._pending) == 3, what="the three requests to be queued")
+    finally:
+        api.app.state.write_lock.release()
+    try:
+        r1, rb, r2 = (f.result(timeout=60) for f in futures)
+    finally:
+        rt.__dict__["engine"] = real
+        pool.shutdown()
+        for c in clients:
+            c.close()
+    assert r1.status_code == 201 and r1.json()["decision"]["event_id"] == good1["event_id"]
+    assert r2.status_code == 201 and r2.json()["decision"]["event_id"] == good2["event_id"]
+    p = _problem(rb, 500)
+    assert "simulated" not in p["detail"]  # internals are logged, not sent
+    assert api.counts()[:2] == (before[0] + 2, before[1] + 2)
+    assert not api.sql("SELECT 1 FROM decisions WHERE event_id = :e", e=boom["event_id"])
+
+
 # ----------------------------------------------------------------------------- metrics
 
 def _samples(text: str) -> dict[str, float]:

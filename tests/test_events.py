@@ -97,3 +97,12 @@ def test_offsets_normalise_to_utc_and_hash_is_stable():
     assert a.canonical() == b.canonical() and a.content_hash() == b.content_hash()
     c = parse_event(mutate("activity.bytes_out", 10401))
     assert c.content_hash() != a.content_hash()
+
+
+@pytest.mark.parametrize("ts", ["0001-01-01T00:00:00+00:01", "9999-12-31T23:59:59-01:00", "1969-12-31T23:59:59Z",
+                                "2301-01-01T00:00:00Z"])
+def test_timestamps_out_of_range_are_a_field_error_not_a_crash(ts):
+    with pytest.raises(EventValidationError) as exc:
+        parse_event(mutate("timestamp", ts))
+    assert [e.field for e in exc.value.errors] == ["timestamp"]
+    assert "out of range" in exc.value.errors[0].message

@@ -105,3 +105,43 @@ def test_replay_vectorised_on_random_frames():
     assert set(res.by_attack_type) == {"bulk_export", "mfa_fatigue"}
     with pytest.raises(ValueError, match="step_up_at < deny_at"):
         replay(frame, policy_id="P", scope="s", step_up_at=0.8, deny_at=0.5)
+
+
+def _step(i: int, *, outcome: str, risk: float, hour: float, rules=(), exception=None, scope="tier:internal",
+          threshold_outcome: str | None = None, step_up_at=0.6, deny_at=0.9, resource="mail"):
+    d = {"decision_id": f"d{i}", "event_id": f"e{i}", "timestamp": f"2026-11-29T10:{i:02d}:00Z", "resource_id": resource,
+         "user_id": "alice", "outcome": outcome, "risk": risk, "rules": list(rules), "exception": exception,
+         "threshold_scope": scope, "threshold_outcome": threshold_outcome or outcome, "step_up_at": step_up_at,
+         "deny_at": deny_at, "event": {"device": {"id": "lt-1"}}}
+    e = {"base_risk": 0.05, "factors": [
+        {"feature": "hour_unusualness", "points": risk - 0.05, "label": "unusualness of this hour", "display": f"{hour:.0%}"}]}
+    return d, e
+
+
+REVOKED = {"rule_id": "session-revoked", "effect": "deny", "policy_id": "POL-SES-006", "section": "4-revoked-sessions",
+           "description": "The session was revoked; every later event in it is denied."}
+
+
+def test_a_rule_that_began_to_apply_is_credited_before_a_drifting_signal():
+    t = build_timeline("s-1", [_step(0, outcome="allow", risk=0.10, hour=0.74),
+                               _step(1, outcome="deny", risk=0.0999, hour=0.73, rules=[REVOKED], threshold_outcome="allow")])
+    s = t.steps[1]
+    assert s.outcome_changed and s.cause == "rule"
+    assert [(r.rule_id, r.applies) for r in s.rule_changes] == [("session-revoked", True)]
+    assert "session-revoked" in s.summary and "POL-SES-006" in s.summary and "unusualness" not in s.summary
+    assert s.changes and s.changes[0].feature == "hour_unusualness"  # the drift is still listed, just not credited
+
+
+def test_exception_and_scope_changes_are_named_and_plain_signal_changes_stay_signals():
+    exc = {"exception_id": "x1", "ends_at": "2026-11-29T18:00:00Z"}
+    t = build_timeline("s-2", [
+        _step(0, outcome="step_up", risk=0.7, hour=0.5),
+        _step(1, outcome="allow", risk=0.7, hour=0.5, exception=exc, threshold_outcome="step_up"),
+        _step(2, outcome="step_up", risk=0.7, hour=0.5, exception=exc, scope="tier:restricted", resource="payroll-db",
+              step_up_at=0.5, deny_at=0.8, threshold_outcome="step_up"),
+        _step(3, outcome="deny", risk=0.85, hour=0.9, exception=exc, scope="tier:restricted", resource="payroll-db",
+              step_up_at=0.5, deny_at=0.8)])
+    assert t.steps[1].cause == "exception" and t.steps[1].exception_change == "began"
+    assert "exception" in t.steps[1].summary
+    assert t.steps[2].scope_change == "tier:internal -> tier:restricted"
+    assert t.steps[3].cause == "signals" and "unusualness of this hour" in t.steps[3].summary

@@ -10,6 +10,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
+from integrations import faults
+from integrations.actions import ApprovedSweeper
 from integrations.api import errors, metrics
 from integrations.api.routes import agent, audit, decisions, events, health, policies, proposals, tickets
 from integrations.enrichment import start_enrichment_worker
@@ -56,6 +58,10 @@ def _lifespan(start_worker: bool):  # type: ignore[no-untyped-def]
             yield
             return
         rt: Runtime = app.state.runtime
+        faults.warn_if_armed(faults.parse(rt.settings.failpoints))
+        sweeper = ApprovedSweeper(rt, write_lock=app.state.write_lock)
+        await run_in_threadpool(sweeper.run_once)  # approvals whose execution a crash cut off, before serving
+        sweeper.start()
         worker, close = start_enrichment_worker(rt, write_lock=app.state.write_lock)
         app.state.job_worker = worker
         checkpointer = app.state.checkpointer = Checkpointer(rt, interval=rt.settings.checkpoint_seconds)
@@ -66,5 +72,6 @@ def _lifespan(start_worker: bool):  # type: ignore[no-untyped-def]
             await run_in_threadpool(worker.stop)  # finishes the job in hand first
             close()
             app.state.job_worker = None
+            await run_in_threadpool(sweeper.stop)
             await run_in_threadpool(checkpointer.stop)  # covers what the last requests appended
     return lifespan

@@ -6,12 +6,12 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from agent.narrative import Audience
 from integrations.actions import ask, explain_decision
 from integrations.api.deps import Reader, SmallBody
-from integrations.api.errors import ProblemError, from_validation, invalid, problem_responses
+from integrations.api.errors import ProblemError, from_validation, invalid, problem_responses, self_contained
 from integrations.runtime import Runtime
 from tools.registry import ToolNotFound
 
@@ -22,12 +22,20 @@ ThreadId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z
                                             "omit to start a new one.")]
 
 
+def _non_blank(value: str) -> str:
+    # stripped after the length check, so the limit is on what was sent, as the document says
+    value = value.strip()
+    if not value:
+        raise ValueError("must not be blank")
+    return value
+
+
 class AskIn(BaseModel):
     """A question for the agent. Who asks is the authenticated principal, never a body field."""
 
     model_config = ConfigDict(extra="forbid")
 
-    question: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+    question: Annotated[str, StringConstraints(min_length=1, max_length=2000), AfterValidator(_non_blank)]
     thread_id: ThreadId | None = None
     audience: Audience = Audience.ANALYST
 
@@ -49,7 +57,7 @@ def read_narrative(
 
 @router.post("/v1/ask",
              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-                 "schema": AskIn.model_json_schema()}}}},
+                 "schema": self_contained(AskIn.model_json_schema())}}}},
              responses=problem_responses(400, 401, 403, 413, 422))
 def post_ask(request: Request, principal: Reader, raw: SmallBody) -> dict[str, Any]:
     """Ask the agent: a grounded answer with its claims, citations, the decisions it is about, whether it
@@ -68,8 +76,8 @@ def post_ask(request: Request, principal: Reader, raw: SmallBody) -> dict[str, A
             raise ProblemError(403, f"thread {body.thread_id!r} was started by another principal; omit thread_id "
                                     "to start your own", errors=[{"field": "thread_id",
                                                                  "message": "belongs to another principal"}])
-    # Every write goes one request at a time (SQLite has one writer): the turn audits its narrative and
-    # may draft a proposal.
-    with request.app.state.write_lock:
-        return ask(rt, question=body.question, asked_by=principal.id, audience=body.audience,
-                   thread_id=body.thread_id)
+    # Not under the app's write lock: a turn may wait seconds on a language model, and event ingestion must
+    # not wait with it. Turns run one at a time (integrations.actions); their few writes (the audit entry,
+    # a drafted proposal) are short transactions that the database serialises with ingestion's.
+    return ask(rt, question=body.question, asked_by=principal.id, audience=body.audience,
+               thread_id=body.thread_id)

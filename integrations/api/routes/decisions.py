@@ -6,11 +6,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from integrations.api.deps import Reader, SmallBody, ToolsDep, VerdictAuthor
 from integrations.api.errors import ProblemError, from_validation, invalid, problem_responses
@@ -27,6 +28,20 @@ MAX_SKIP = TOOL_MAX - MAX_PAGE - 1  # decisions of one millisecond a cursor can 
 
 
 # ----------------------------------------------------------------------------- helpers
+
+_ISO_DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
+
+
+def _iso_only(value: Any) -> Any:
+    # pydantic alone would also take "0.5" or "1700000000" as Unix time; the document promises ISO 8601
+    if isinstance(value, str) and not _ISO_DATE_TIME.match(value):
+        raise ValueError("not an ISO 8601 date-time with an offset, e.g. 2026-11-29T10:32:00Z")
+    return value
+
+
+# An ISO 8601 instant with an offset (a naive one cannot be compared with the stored, offset-aware times)
+Instant = Annotated[AwareDatetime, BeforeValidator(_iso_only)]
+
 
 def _tool(ctx: Any, name: str, args: dict[str, Any], *, field_names: dict[str, str] | None = None) -> Any:
     """Call a tool; its refusals become 404/422 problems (tool field names mapped back to the API's)."""
@@ -66,8 +81,8 @@ def list_decisions(
     user: Annotated[str | None, Query(description="Only this user's decisions.")] = None,
     resource: Annotated[str | None, Query(description="Only decisions on this resource.")] = None,
     outcome: Annotated[Outcome | None, Query(description="allow, step_up or deny.")] = None,
-    since: Annotated[datetime | None, Query(description="At or after this instant (ISO 8601 with offset).")] = None,
-    until: Annotated[datetime | None, Query(description="Before this instant (ISO 8601 with offset).")] = None,
+    since: Annotated[Instant | None, Query(description="At or after this instant (ISO 8601 with offset).")] = None,
+    until: Annotated[Instant | None, Query(description="Before this instant (ISO 8601 with offset).")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page.")] = None,
 ) -> dict[str, Any]:

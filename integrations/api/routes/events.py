@@ -10,21 +10,25 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from integrations.api.deps import BatchBody, EventBody, Ingester
-from integrations.api.errors import FieldProblem, ProblemError, invalid, problem_responses
+from integrations.api.errors import FieldProblem, ProblemError, invalid, problem_responses, self_contained
 from risk.engine import DecisionEngine, IdempotencyConflict, Rejected, ScoreResult
-from risk.events import EventValidationError
+from risk.events import AccessEvent, EventValidationError
 
 router = APIRouter(tags=["events"])
 
 MAX_BATCH = 1000
 
 _EVENT_BODY = {"requestBody": {"required": True, "description": "One native access event (see DESIGN.md).",
-                               "content": {"application/json": {"schema": {"type": "object"}}}}}
+                               "content": {"application/json": {
+                                   "schema": self_contained(AccessEvent.model_json_schema())}}}}
+# An item is not refused with the batch: each is validated on its own and a bad one (of any shape) gets its
+# own error in ``results``, so the items are documented as events but not constrained here.
 _BATCH_BODY = {"requestBody": {"required": True, "description": f"Up to {MAX_BATCH} native access events.",
                                "content": {"application/json": {"schema": {
                                    "type": "object", "required": ["events"], "additionalProperties": False,
-                                   "properties": {"events": {"type": "array", "maxItems": MAX_BATCH,
-                                                             "items": {"type": "object"}}}}}}}}
+                                   "properties": {"events": {"type": "array", "maxItems": MAX_BATCH, "items": {
+                                       "description": "A native access event, as for POST /v1/events; "
+                                                      "validated on its own (see results)."}}}}}}}}
 
 
 class GroupCommit:
@@ -56,18 +60,28 @@ class GroupCommit:
                         batch.append(self._pending.pop(0))
                 self.batches[len(batch)] += 1
                 try:
-                    results = list(engine.score_many([r for b in batch for r in b.raws], chunk=self.MAX_EVENTS))
-                except BaseException as exc:
+                    self._decide(engine, batch)
+                except Exception as exc:  # noqa: BLE001 - isolate the request that broke the shared chunk
+                    if len(batch) == 1:
+                        batch[0].error, batch[0].done = exc, True
+                        continue
+                    # the chunk's transaction rolled back: decide each request alone, so one request's
+                    # failure is its own 500 and its neighbours are decided as if it had not been there
                     for b in batch:
-                        b.error, b.done = exc, True
-                    raise
-                at = 0
-                for b in batch:
-                    b.results, b.done = results[at: at + len(b.raws)], True
-                    at += len(b.raws)
+                        try:
+                            self._decide(engine, [b])
+                        except Exception as one:  # noqa: BLE001
+                            b.error, b.done = one, True
         if slot.error is not None:
             raise slot.error
         return slot.results
+
+    def _decide(self, engine: DecisionEngine, batch: list[_Slot]) -> None:
+        results = list(engine.score_many([r for b in batch for r in b.raws], chunk=self.MAX_EVENTS))
+        at = 0
+        for b in batch:
+            b.results, b.done = results[at: at + len(b.raws)], True
+            at += len(b.raws)
 
 
 class _Slot:

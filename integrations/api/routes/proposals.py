@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, ValidationError
 
 from agent.approval import ApprovalError, Channel, Principal, Refusal, Status
 from agent.proposals import list_proposals, record
@@ -21,7 +21,16 @@ router = APIRouter(tags=["proposals"])
 
 MAX_PAGE = 100
 
-Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+
+def _non_blank(value: str) -> str:
+    # stripped after the length check, so the limit is on what was sent, as the document says
+    value = value.strip()
+    if not value:
+        raise ValueError("must not be blank")
+    return value
+
+
+Reason = Annotated[str, StringConstraints(min_length=1, max_length=2000), AfterValidator(_non_blank)]
 
 # refusal -> HTTP status: who you are (403), what the proposal is now (409), or that it does not exist (404)
 REFUSAL_STATUS: dict[Refusal, int] = {

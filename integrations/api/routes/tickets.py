@@ -16,11 +16,13 @@ from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
 from integrations.api.deps import SMALL_MAX_BYTES, Reader, SessionDep, parse_json, read_limited
-from integrations.api.errors import ProblemError, invalid, problem_responses
+from integrations.api.errors import ProblemError, invalid, problem_responses, self_contained
 from integrations.enrichment import KIND
 from integrations.jobs import enqueue, wall_ms
 from integrations.principals import ConfigError
 from integrations.webhooks import (
+    GenericDelivery,
+    JiraDelivery,
     PayloadError,
     SignatureScheme,
     Unauthenticated,
@@ -48,7 +50,13 @@ def _refuse(request: Request, exc: Unauthenticated) -> ProblemError:
                         headers={"WWW-Authenticate": 'Signature realm="glassgate-webhooks"'})
 
 
-@router.post("/v1/webhooks/tickets", status_code=202,
+_DELIVERY_BODY = {"requestBody": {"required": True, "description": "Signed as the headers say; the generic form is "
+                                  "strict, Jira's lenient on fields not read here.", "content": {"application/json": {
+    "schema": {"anyOf": [self_contained(GenericDelivery.model_json_schema()),
+                         self_contained(JiraDelivery.model_json_schema())]}}}}}
+
+
+@router.post("/v1/webhooks/tickets", status_code=202, openapi_extra=_DELIVERY_BODY,
              responses=problem_responses(400, 401, 413, 422))
 async def receive_ticket(request: Request) -> JSONResponse:
     """A ticket-created delivery, signed with Standard Webhooks headers or Jira's ``X-Hub-Signature``; the

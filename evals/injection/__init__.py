@@ -1,0 +1,1 @@
+"""Prompt-injection suite (AgentDojo style): attacks placed in every place outside text reaches the agent."""
