@@ -129,7 +129,8 @@ def _policy(ev: Evidence, out: list[str], claims: list[Claim]) -> None:
     top = ev.citations[0]
     claims.append(Claim(type="policy", subject=top.policy_id, citation=top))
     first = top.text.strip().split("\n\n")[0].replace("\n", " ")
-    out.append(f"{top.heading or top.section} ({_cite(top)}): {first}")
+    # The passage is quoted, marked as such: it is the policy's text (data), not the narrator's own claim.
+    out.append(f"{top.heading or top.section} ({_cite(top)}) reads: \u201c{first}\u201d")
     for c in ev.citations[1:3]:
         claims.append(Claim(type="policy", subject=c.policy_id, citation=c))
         out.append(f"See also {c.heading or c.section} ({_cite(c)}).")

@@ -62,8 +62,9 @@ def _numbers_allowed(ev: Evidence) -> set[str]:
         out.add(text)
     out |= {str(n) for n in _list_lengths(ev.model_dump(mode="json"))}  # "has 4 decisions", "5 matched"
     # Numbers written inside the evidence's own strings (formatted values, rule descriptions, passages)
-    # may be quoted as written.
-    for text in _strings(ev.model_dump(mode="json")):
+    # may be quoted as written; not those of free text the caller sent (a user agent can say anything, so
+    # it must not make an invented number look grounded).
+    for text in _strings(ev.model_dump(mode="json"), skip=CALLER_TEXT):
         for m in NUMBER.finditer(text):
             out |= _written(m.group())
     return out
@@ -97,13 +98,16 @@ def _residual(text: str, ev: Evidence) -> str:
     return out
 
 
-def _strings(obj: Any) -> list[str]:
+CALLER_TEXT = frozenset({"user_agent"})  # evidence keys holding free text from outside
+
+
+def _strings(obj: Any, skip: frozenset[str] = frozenset()) -> list[str]:
     if isinstance(obj, str):
         return [obj]
     if isinstance(obj, dict):
-        return [t for v in obj.values() for t in _strings(v)]
+        return [t for k, v in obj.items() if k not in skip for t in _strings(v, skip)]
     if isinstance(obj, list):
-        return [t for v in obj for t in _strings(v)]
+        return [t for v in obj for t in _strings(v, skip)]
     return []
 
 
