@@ -281,6 +281,8 @@ def test_mention_to_exception_to_approval_changes_the_next_decision(env):
                  top.label, top.display, f"§{d['threshold_section']}", "What would have changed the outcome"):
         assert fact in shown, fact
     buttons = _buttons(blocks)
+    labels = {e["action_id"]: e["text"]["text"] for b in blocks if b["type"] == "actions" for e in b["elements"]}
+    assert labels[ui.CONFIRM_DENIAL] == ("Confirm denial" if d["outcome"] == "deny" else "Confirm step-up")
     assert buttons == {ui.CONFIRM_DENIAL: d["decision_id"], ui.REQUEST_EXCEPTION: d["decision_id"],
                        ui.SHOW_TIMELINE: d["decision_id"]}
 

@@ -102,7 +102,8 @@ def answer_blocks(answer: dict[str, Any], got: GetDecisionOutput | None) -> list
     blocks.append(context(_verified(answer)))
     buttons = [button("Show timeline", SHOW_TIMELINE, d.decision_id)]
     if d.outcome != "allow":
-        buttons = [button("Confirm denial", CONFIRM_DENIAL, d.decision_id, "danger"),
+        confirm = "Confirm denial" if d.outcome == "deny" else "Confirm step-up"  # both: POL-EXC-007 confirm_denial
+        buttons = [button(confirm, CONFIRM_DENIAL, d.decision_id, "danger"),
                    button("Request exception", REQUEST_EXCEPTION, d.decision_id, "primary"), *buttons]
     blocks.append({"type": "actions", "block_id": "decision_actions", "elements": buttons})
     return blocks
