@@ -1,0 +1,7 @@
+"""The `glassgate` command line: one typer app, its commands in modules by concern."""
+
+# Importing the modules registers their commands, in the order `glassgate --help` lists them.
+from integrations.cli import decisions, service, agent  # noqa: F401, I001
+from integrations.cli.base import app
+
+__all__ = ["app"]

@@ -1,0 +1,3 @@
+from integrations.cli import app
+
+app()

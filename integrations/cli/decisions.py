@@ -1,0 +1,204 @@
+"""Commands over decisions: train, score, explain, timeline, replay, verdict, audit verify."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from integrations import render
+from integrations.cli.base import _dump, _fail, _progress, _rt, app, audit_app, err
+from risk.engine import Rejected, decision_record
+from risk.model import ModelNotFoundError
+from risk.replay import replay as run_replay
+from risk.store.queries import NotFound, add_verdict, get_decision, replay_frame, session_decisions
+from risk.timeline import build_timeline
+
+
+@app.command()
+def train(users: int = 300, days: int = 28, seed: int = 7, test_days: int = 7) -> None:
+    """Generate the synthetic world, train the risk model on its earlier days and card it on the later days."""
+    from risk.synth import generate_world, world_start_for
+    from risk.training import train_on_world
+
+    rt = _rt()
+    with _progress() as prog:
+        t = prog.add_task("generating world", total=1)
+        world = generate_world(users=users, days=days, seed=seed, start=world_start_for(rt.clock(), days))
+        prog.update(t, completed=1)
+        t = prog.add_task("training (trees)", total=100)
+        model, _, _ = train_on_world(world, rt.policy, test_days=test_days,
+                                     progress=lambda s, f: prog.update(t, completed=int(f * 100)) if s == "trees" else None)
+    path = rt.save_model(model)
+    m = model.card["test_metrics"]
+    err.print(f"model {model.version} saved to {path}: ROC-AUC {m['roc_auc']:.4f}, PR-AUC {m['pr_auc']:.4f}, "
+              f"top family = cause for {m['top_family_is_cause']:.1%} of attack events")
+
+
+def _lines(source: str) -> Iterator[tuple[int, Any]]:
+    fh = sys.stdin.buffer if source == "-" else open(source, "rb")  # noqa: SIM115
+    with fh:
+        for n, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield n, _BadJson(f"line is not UTF-8: invalid byte at column {exc.start + 1}")
+                continue
+            if not line.strip():
+                continue
+            try:
+                yield n, json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield n, _BadJson(f"line is not JSON: {exc.msg} at column {exc.colno}")
+
+
+class _BadJson:
+    def __init__(self, message: str):
+        self.message = message
+
+
+@app.command()
+def score(source: Annotated[str, typer.Argument(help="JSON-lines file of native events, or - for stdin")]) -> None:
+    """Decide each event: one JSON result line per input line; invalid lines get an error line and store nothing."""
+    if source != "-" and not Path(source).is_file():
+        _fail(f"no such file: {source}")
+    rt = _rt()
+    try:
+        engine = rt.engine
+    except ModelNotFoundError as exc:
+        _fail(str(exc))
+    failures = 0
+    batch: list[tuple[int, Any]] = []
+
+    def flush() -> None:
+        nonlocal failures
+        for (n, _), res in zip(batch, engine.score_many([raw for _, raw in batch]), strict=True):
+            if isinstance(res, Rejected):
+                failures += 1
+                _dump(res.as_json(n))
+            else:
+                _dump({"decision": res.decision, "explanation": res.explanation, "created": res.created})
+        batch.clear()
+
+    for n, raw in _lines(source):
+        if isinstance(raw, _BadJson):
+            flush()
+            failures += 1
+            _dump({"error": {"line": n, "fields": [], "message": raw.message}})
+            continue
+        batch.append((n, raw))
+        if len(batch) >= 200:
+            flush()
+    flush()
+    engine.checkpoint()
+    if failures:
+        err.print(f"{failures} line(s) rejected; nothing was stored for them")
+        raise typer.Exit(1)
+
+
+@app.command()
+def explain(decision_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Why a decision came out as it did: drivers, thresholds and rules, what would change it."""
+    rt = _rt()
+    with rt.sessions() as s:
+        try:
+            d, e = get_decision(s, decision_id)
+        except NotFound as exc:
+            _fail(str(exc))
+        rec = decision_record(d)
+        if as_json:
+            _dump({"decision": rec, "explanation": e.body, "event": d.event})
+        else:
+            typer.echo(render.explanation_text(rec, e.body))
+
+
+@app.command()
+def timeline(session_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """What changed in a session, decision by decision."""
+    rt = _rt()
+    with rt.sessions() as s:
+        try:
+            rows = session_decisions(s, session_id)
+        except NotFound as exc:
+            _fail(str(exc))
+        t = build_timeline(session_id, [({**decision_record(d), "event": d.event}, e.body) for d, e in rows])
+    if as_json:
+        _dump(t.model_dump())
+    else:
+        typer.echo(render.timeline_text(t.model_dump()))
+
+
+@app.command()
+def replay(policy: Annotated[str, typer.Option("--policy")],
+           deny_at: Annotated[float, typer.Option("--deny-at")],
+           tier: Annotated[str | None, typer.Option("--tier")] = None,
+           kind: Annotated[str | None, typer.Option("--kind")] = None,
+           step_up_at: Annotated[float | None, typer.Option("--step-up-at")] = None,
+           as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Replay a threshold change over every stored decision that the policy's scope governs."""
+    if (tier is None) == (kind is None):
+        _fail("give exactly one of --tier or --kind", 2)
+    scope = f"tier:{tier}" if tier else f"kind:{kind}"
+    rt = _rt()
+    try:
+        doc = rt.policy.get(policy)
+    except KeyError:
+        _fail(f"no policy {policy!r}; known: {', '.join(d.id for d in rt.policy.docs)}", 2)
+    entry = next((t for t in doc.thresholds if t.scope == scope), None)
+    if entry is None:
+        _fail(f"{policy} sets no thresholds for {scope}; it sets: {', '.join(t.scope for t in doc.thresholds) or 'none'}", 2)
+    su = entry.step_up_at if step_up_at is None else step_up_at
+    with rt.sessions() as s:
+        frame = replay_frame(s, policy_id=policy, scope=scope)
+    try:
+        result = run_replay(frame, policy_id=policy, scope=scope, step_up_at=su, deny_at=deny_at)
+    except ValueError as exc:
+        _fail(str(exc), 2)
+    if as_json:
+        _dump(result.model_dump())
+    else:
+        typer.echo(render.replay_text(result.model_dump()))
+
+
+@app.command()
+def verdict(decision_id: str, value: Annotated[str, typer.Argument(help="malicious or benign")],
+            analyst: Annotated[str, typer.Option("--analyst")],
+            attack_type: Annotated[str | None, typer.Option("--attack-type")] = None,
+            note: Annotated[str | None, typer.Option("--note")] = None) -> None:
+    """Record an analyst's verdict on a decision (feeds threshold replay)."""
+    from risk.audit import AuditKind
+
+    rt = _rt()
+    now = rt.clock()
+    with rt.sessions.begin() as s:
+        try:
+            add_verdict(s, decision_id=decision_id, verdict=value, analyst=analyst, attack_type=attack_type, note=note,
+                        at=now.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        except (NotFound, ValueError) as exc:
+            _fail(str(exc), 2)
+        rt.ledger.append(s, kind=AuditKind.VERDICT, subject_id=decision_id,
+                         payload={"decision_id": decision_id, "verdict": value, "attack_type": attack_type,
+                                  "analyst": analyst, "note": note}, at=now)
+    with rt.sessions.begin() as s:
+        rt.ledger.checkpoint(s)
+    err.print(f"recorded: {decision_id} is {value}")
+
+
+@audit_app.command("verify")
+def audit_verify(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Recompute the ledger's hash chain and Merkle root; name the first bad entry."""
+    rt = _rt()
+    with rt.sessions() as s:
+        report = rt.ledger.verify(s)
+    if as_json:
+        _dump(report.model_dump(mode="json"))
+    elif report.ok:
+        typer.echo(f"audit ledger OK: {report.size} entries, root {report.root}")
+    else:
+        typer.echo(f"audit ledger FAILED at entry {report.first_bad_seq}: {report.problem}")
+    if not report.ok:
+        raise typer.Exit(1)
