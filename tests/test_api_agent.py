@@ -447,6 +447,29 @@ def test_audit_export_pages_cover_every_entry_once_in_order(env):
             assert _fields(_problem(c.get("/v1/audit", params=params), 422)) == {field}
 
 
+def test_audit_export_is_one_entry_per_line_whatever_the_payload_holds(env):
+    did = env.api.sql("SELECT decision_id FROM decisions ORDER BY seq LIMIT 1")[0][0]
+    note = "line\u2028separator, paragraph\u2029separator, next\u0085line"
+    with env.api.client("analyst") as c:
+        assert c.post(f"/v1/decisions/{did}/verdict", json={"verdict": "benign", "note": note}).status_code == 201
+        n = env.api.sql("SELECT count(*) FROM audit_log")[0][0]
+        text = "".join(_page_texts(c))
+    lines = text.splitlines()  # splits on U+2028, U+2029 and U+0085 too
+    assert len(lines) == n
+    assert [json.loads(x) for x in lines][-1]["payload"]["note"] == note
+
+
+def _page_texts(c: httpx.Client) -> list[str]:
+    out, params = [], {"limit": 1000}
+    while True:
+        r = c.get("/v1/audit", params=params)
+        assert r.status_code == 200, r.text
+        out.append(r.text)
+        if "x-next-after-seq" not in r.headers:
+            return out
+        params = {"limit": 1000, "after_seq": int(r.headers["x-next-after-seq"])}
+
+
 def test_audit_verify_reports_the_tree_head(env):
     with env.api.client("policy_owner") as c:
         r = c.get("/v1/audit/verify")

@@ -17,6 +17,13 @@ from risk.audit import AuditEntryOut, VerifyReport
 router = APIRouter(tags=["audit"])
 
 NDJSON = "application/x-ndjson"
+# Characters that many readers (Python's splitlines, JavaScript before ES2019) take as line breaks; inside
+# JSON they can only occur in strings, where the escaped form means the same.
+_LINE_BREAKS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\u0085": "\\u0085"})
+
+
+def _one_line(text: str) -> str:
+    return text.translate(_LINE_BREAKS)
 MAX_PAGE = 1000
 NEXT_HEADER = "X-Next-After-Seq"
 MAX_SEQ = 2**63 - 1  # the column is a signed 64-bit integer
@@ -50,7 +57,7 @@ def export(
         nxt = page[-1].seq
         url = request.url.replace(query=urlencode({"after_seq": nxt, "limit": limit}))
         headers = {NEXT_HEADER: str(nxt), "Link": f'<{url}>; rel="next"'}
-    body = "".join(e.model_dump_json() + "\n" for e in page)
+    body = "".join(_one_line(e.model_dump_json()) + "\n" for e in page)
     return Response(content=body, media_type=NDJSON, headers=headers)
 
 
