@@ -15,7 +15,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from agent.narrative import Claim, Evidence, Narrative, Verification, VerificationFailure
+from agent.completeness import missing_parts
+from agent.narrative import Claim, Evidence, Intent, Narrative, Verification, VerificationFailure
 from agent.narrator_offline import evidence_numbers
 from risk.catalog import FEATURES
 
@@ -204,6 +205,10 @@ def verify(narrative: Narrative, ev: Evidence) -> Verification:
     elif not d and (any_dispute := DISPUTE_ANY.search(own)):
         failures.append(VerificationFailure(check="contradiction", detail="the text disputes a decision the evidence "
                                             f"does not hold: {any_dispute.group()!r}"))
+    if ev.intent is Intent.WHY_DECISION and ev.decision and ev.explanation:
+        # the minimum a reason people can defend names (agent.completeness): a terse draft is not one
+        for part in missing_parts(text, ev.decision, ev.explanation):
+            failures.append(VerificationFailure(check="incomplete", detail=f"the narrative does not name {part}"))
     acted = ACTION_TAKEN.search(own)
     if acted:
         failures.append(VerificationFailure(check="action_claim", detail=f"the text reports an action as done "

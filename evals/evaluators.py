@@ -7,22 +7,20 @@ deliberately wrong narrative or explanation and see them fail.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from agent.completeness import OUTCOME_WORDS, binding_passages, drivers, threshold_of
+from agent.completeness import has_phrase as _has
 from risk.catalog import FEATURE_NAMES
 from risk.explain import ADDITIVITY_TOLERANCE, feature_vector
 from risk.policy import OUTCOME_RANK, Outcome
 from tools.context import ToolContext
 from tools.registry import call_tool
 
-OUTCOME_WORDS = {"allow": ("allowed", "granted"), "step_up": ("stepped up", "step-up", "challenged"),
-                 "deny": ("denied", "blocked", "refused")}
-MIN_POINTS = 0.01  # a driver worth naming (the offline narrator's cut-off)
 MOVED_RISK = 0.05  # a session step "changed something" when its risk moved this much or its outcome changed
 
 
@@ -33,16 +31,6 @@ class Score:
     value: float | None = None
     detail: str = ""
     data: dict[str, Any] = field(default_factory=dict)
-
-
-def _has(text: str, phrase: str) -> bool:
-    return re.search(rf"(?<![\w-]){re.escape(phrase.lower())}(?![\w-])", text.lower()) is not None
-
-
-def drivers(explanation: dict[str, Any], k: int = 3) -> list[dict[str, Any]]:
-    """The top ``k`` factors that pushed risk up by a nameable amount, largest first."""
-    ups = [f for f in explanation["factors"] if f["points"] >= MIN_POINTS]
-    return sorted(ups, key=lambda f: (-f["contribution"], f["feature"]))[:k]
 
 
 # ----------------------------------------------------------------------------- explanation
@@ -145,23 +133,6 @@ def faithfulness(*, narrative: dict[str, Any]) -> list[Score]:
             Score("verified_after_fallback", bool(narrative["verified"]))]
 
 
-def binding_passages(decision: dict[str, Any]) -> tuple[set[tuple[str, int, str]], set[tuple[str, int, str]]]:
-    """(required, allowed) policy passages for a decision: the one that set its outcome must be cited, and
-    only passages behind its threshold, rules or exception may be."""
-    thr = (decision["policy_id"], decision["policy_version"], decision["threshold_section"])
-    rules = {(r["policy_id"], r["policy_version"], r["section"]): r for r in decision.get("rules", [])}
-    exc = decision.get("exception")
-    allowed = {thr, *rules}
-    if exc:
-        allowed.add((exc["policy_id"], exc["policy_version"], exc["section"]))
-    if exc and exc.get("changed_outcome_from"):
-        return {(exc["policy_id"], exc["policy_version"], exc["section"])}, allowed
-    required = {k for k, r in rules.items() if r["effect"] == decision["outcome"] and decision["outcome"] != "allow"}
-    if decision["threshold_outcome"] == decision["outcome"] or not required:
-        required.add(thr)
-    return required, allowed
-
-
 def citation_accuracy(*, narrative: dict[str, Any], decision: dict[str, Any]) -> Score:
     """The cited passage is the one that defines the threshold or rule that set the outcome (and nothing unrelated)."""
     required, allowed = binding_passages(decision)
@@ -176,7 +147,7 @@ def completeness(*, narrative: dict[str, Any], decision: dict[str, Any], explana
     """The narrative names the outcome, the risk against the threshold, the top drivers, the policy passage and,
     for a session in which something changed, what changed."""
     text = narrative["text"]
-    thr = decision["deny_at"] if decision["threshold_outcome"] == "deny" else decision["step_up_at"]
+    thr = threshold_of(decision)
     scores = [Score("names_outcome", any(_has(text, w) for w in OUTCOME_WORDS[decision["outcome"]])),
               Score("names_risk_vs_threshold", f"{decision['risk']:.2f}" in text and f"{thr:.2f}" in text,
                     detail=f"risk {decision['risk']:.2f}, threshold {thr:.2f}")]

@@ -207,12 +207,15 @@ def _wrong(kind: str, ev: Evidence) -> dict[str, Any]:
         g["citations"].append({"policy_id": "POL-ACCESS-001", "version": 1, "section": "99-not-retrieved"})
     elif kind == "contradiction":
         g["text"] += "\nAccess should have been granted."
+    elif kind == "terse":  # true, checkable, and no reason anyone could defend
+        g["text"] = g["text"].split("\n")[0].split(":")[0] + "."
+        g["citations"] = []
     return g
 
 
 WRONG = {"invented-factor-claim": "claim:driver", "invented-factor-text": "factor", "wrong-number": "number",
          "wrong-direction": "claim:driver", "uncited-policy-text": "citation", "uncited-policy-citation": "citation",
-         "contradiction": "contradiction"}
+         "contradiction": "contradiction", "terse": "incomplete"}
 
 
 @pytest.mark.parametrize("kind", list(WRONG))
