@@ -354,6 +354,18 @@ def test_openapi_lists_the_paths(api):
             "/v1/decisions/{decision_id}/verdict", "/v1/sessions/{session_id}/timeline", "/healthz",
             "/readyz"} <= set(paths)
     assert "post" in paths["/v1/events"] and "requestBody" in paths["/v1/events"]["post"]
+    # the bearer scheme is declared, on exactly the operations that refuse a request without a token
+    doc = r.json()
+    assert doc["components"]["securitySchemes"]["HTTPBearer"] == {**doc["components"]["securitySchemes"]["HTTPBearer"],
+                                                                   "type": "http", "scheme": "bearer"}
+    secured = {(p, m) for p, ops in paths.items() for m, op in ops.items() if op.get("security") == [{"HTTPBearer": []}]}
+    open_ = {(p, m) for p, ops in paths.items() for m in ops} - secured
+    assert open_ == {("/healthz", "get"), ("/readyz", "get"), ("/v1/webhooks/tickets", "post")}
+    with httpx.Client(base_url=api.base) as c:
+        for p, m in sorted(secured):
+            path = p.replace("{decision_id}", "x").replace("{session_id}", "x").replace("{proposal_id}", "x") \
+                .replace("{policy_id}", "x").replace("{ticket_id}", "x")
+            assert c.request(m.upper(), path).status_code == 401, (m, p)
 
 
 def test_paging_steps_through_decisions_at_the_same_instant(api):

@@ -8,7 +8,8 @@ import json
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from agent.approval import Principal, Role
@@ -45,7 +46,14 @@ def _unauthenticated(detail: str) -> ProblemError:
     return ProblemError(401, detail, headers={"WWW-Authenticate": 'Bearer realm="glassgate"'})
 
 
-def current_principal(request: Request) -> Principal:
+# Declares the scheme in the OpenAPI document (every operation that needs a principal lists it); the header
+# itself is read below, so that each way of getting it wrong gets its own precise 401.
+_BEARER = HTTPBearer(auto_error=False, description="A token from the principals file (GLASSGATE_CONFIG), "
+                                                   "which holds only its SHA-256.")
+
+
+def current_principal(request: Request,
+                      _declared: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)] = None) -> Principal:
     """The principal whose token is presented as ``Authorization: Bearer <token>``; 401 otherwise."""
     header = request.headers.get("authorization")
     if not header:
