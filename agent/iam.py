@@ -20,11 +20,18 @@ from risk.store.policies import effective_policy, record_version
 from risk.store.queries import add_verdict
 
 
+class IamUnavailable(Exception):
+    """The IAM system could not be reached or asked us to come back later (a timeout, a 5xx, a rate limit).
+    Nothing was applied: the proposal stays approved and the recovery sweep tries again. Any other
+    exception from an adapter is final: the proposal is marked failed with the error."""
+
+
 class IamAdapter(Protocol):
     name: str
 
     def apply(self, s: Session, proposal: ProposalRow, *, now: datetime) -> dict[str, Any]:
-        """Carry out an approved proposal; return what was done. Raise on failure."""
+        """Carry out an approved proposal; return what was done. Raise IamUnavailable for a transient
+        failure (retried), anything else for a final one."""
         ...
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -24,9 +25,11 @@ from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from agent.approval import ApprovalError, ApprovalRules, Channel, Kind, Principal, Refusal, Status, check_entitled
-from agent.iam import IamAdapter
+from agent.iam import IamAdapter, IamUnavailable
 from risk.audit import AuditKind, Ledger
 from risk.store.control import ApprovalRow, ExecutionRow, ProposalRow
+
+log = logging.getLogger("glassgate.proposals")
 
 Clock = Callable[[], datetime]
 Ident = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@/+-]*$")]
@@ -219,6 +222,8 @@ def execute(s: Session, *, row: ProposalRow, iam: IamAdapter, ledger: Ledger, cl
     try:
         result = iam.apply(s, row, now=now)
         status = Status.APPLIED
+    except IamUnavailable:
+        raise  # transient: nothing is recorded, the caller's transaction rolls back, the sweep retries
     except Exception as exc:  # noqa: BLE001 - any adapter failure is recorded on the proposal, never swallowed
         result = {"error": type(exc).__name__, "detail": str(exc)[:500]}
         status = Status.FAILED
@@ -253,16 +258,20 @@ def execute_approved(sessions: sessionmaker[Session], *, iam: IamAdapter, ledger
     for pid in due:
         if before_execute is not None:
             before_execute(pid)
-        with sessions.begin() as s:
-            try:
-                row = _locked(s, pid)
-            except ApprovalError:
-                continue
-            if row.status != Status.APPROVED.value or s.get(ExecutionRow, pid) is not None:
-                continue  # executed already, by another request or sweep
-            execute(s, row=row, iam=iam, ledger=ledger, clock=clock)
-            s.flush()
-            done.append(record(s, row, rules))
+        try:
+            with sessions.begin() as s:
+                try:
+                    row = _locked(s, pid)
+                except ApprovalError:
+                    continue
+                if row.status != Status.APPROVED.value or s.get(ExecutionRow, pid) is not None:
+                    continue  # executed already, by another request or sweep
+                execute(s, row=row, iam=iam, ledger=ledger, clock=clock)
+                s.flush()
+                done.append(record(s, row, rules))
+        except IamUnavailable as exc:  # stays approved without an execution: the next sweep tries again
+            log.warning("IAM adapter %s unavailable for proposal %s; it stays approved and is retried: %s",
+                        iam.name, pid, exc)
     return done
 
 

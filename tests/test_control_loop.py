@@ -262,3 +262,67 @@ def test_the_propose_tool_drafts_for_the_authenticated_caller_only(loop, rules, 
     with pytest.raises(ApprovalError) as err:
         _decide(loop, rules, out.proposal["proposal_id"], ALICE)
     assert err.value.reason is Refusal.SELF_APPROVAL
+
+
+class _FlakyIam:
+    """The built-in adapter behind an IAM system that is away for the first ``outages`` calls."""
+
+    name = "builtin"
+
+    def __init__(self, inner, outages: int):
+        self.inner, self.outages, self.calls = inner, outages, 0
+
+    def apply(self, s, proposal, *, now):
+        from agent.iam import IamUnavailable
+
+        self.calls += 1
+        if self.calls <= self.outages:
+            raise IamUnavailable("503 from the IAM system")
+        return self.inner.apply(s, proposal, now=now)
+
+
+def test_a_transient_iam_failure_leaves_the_proposal_approved_and_the_sweep_applies_it_once(loop, rules):
+    from agent.proposals import approved_without_execution, execute_approved
+
+    sessions, _, ledger, clock, iam = loop
+    flaky = _FlakyIam(iam, outages=2)
+    p = _propose(loop, rules, Kind.GRANT_EXCEPTION,
+                 {"user_id": "u1", "resource_id": "payroll-db", "duration_hours": 4, "reason": "quarter close"})
+    with sessions.begin() as s:  # the approval commits on its own; execution is the next step
+        rec = decide(s, proposal_id=p.proposal_id, principal=BOB, approve=True, channel=Channel.API, rules=rules,
+                     ledger=ledger, clock=clock, tier_of=_tier)
+    assert rec.status is Status.APPROVED
+    for attempt in (1, 2):  # the IAM system is away: nothing recorded, still approved, still due
+        assert execute_approved(sessions, iam=flaky, ledger=ledger, clock=clock, rules=rules) == []
+        with sessions() as s:
+            assert s.get(ProposalRow, p.proposal_id).status == Status.APPROVED.value
+            assert s.get(ExecutionRow, p.proposal_id) is None
+            assert approved_without_execution(s) == [p.proposal_id]
+        assert flaky.calls == attempt
+    (done,) = execute_approved(sessions, iam=flaky, ledger=ledger, clock=clock, rules=rules)
+    assert done.status is Status.APPLIED and flaky.calls == 3
+    assert execute_approved(sessions, iam=flaky, ledger=ledger, clock=clock, rules=rules) == []
+    assert flaky.calls == 3  # applied once
+    with sessions() as s:
+        assert s.get(ExecutionRow, p.proposal_id).status == "applied"
+
+
+def test_a_final_iam_failure_marks_the_proposal_failed_with_the_error(loop, rules):
+    from agent.proposals import execute_approved
+
+    sessions, _, ledger, clock, _ = loop
+
+    class Broken:
+        name = "builtin"
+
+        def apply(self, s, proposal, *, now):
+            raise PermissionError("the service account may not grant exceptions")
+
+    p = _propose(loop, rules, Kind.GRANT_EXCEPTION,
+                 {"user_id": "u2", "resource_id": "payroll-db", "duration_hours": 4, "reason": "quarter close"})
+    with sessions.begin() as s:
+        decide(s, proposal_id=p.proposal_id, principal=BOB, approve=True, channel=Channel.API, rules=rules,
+               ledger=ledger, clock=clock, tier_of=_tier)
+    (done,) = execute_approved(sessions, iam=Broken(), ledger=ledger, clock=clock, rules=rules)
+    assert done.status is Status.FAILED and "may not grant" in done.result["detail"]
+    assert execute_approved(sessions, iam=Broken(), ledger=ledger, clock=clock, rules=rules) == []
