@@ -1,5 +1,6 @@
 """The FastAPI application over one Runtime: the HTTP API, the ticket webhooks, Slack when configured,
-and the background work of the service (the enrichment job worker and the periodic audit checkpoint)."""
+and the background work of the service (the enrichment job worker, the sweep that executes approvals a crash
+cut off, and the periodic audit checkpoint)."""
 
 from __future__ import annotations
 
@@ -25,8 +26,8 @@ def create_app(runtime: Runtime, *, start_worker: bool = True) -> FastAPI:
     (GLASSGATE_CONFIG through the runtime's settings); a bad file fails here, not on the first request, and
     so does a channel switched on with an empty or placeholder secret.
 
-    With ``start_worker`` (the default) the app's lifespan runs the enrichment job worker and the audit
-    checkpoint; without it, deliveries are queued and nothing runs them (tests use that to stage a crash).
+    With ``start_worker`` (the default) the app's lifespan runs the approval sweep, the enrichment job worker
+    and the audit checkpoint; without it, nothing runs in the background (tests use that to stage a crash).
     """
     problems = runtime.settings.channel_problems()
     if problems:
