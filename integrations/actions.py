@@ -20,6 +20,7 @@ from agent.narrative import Audience, Intent
 from agent.planner import Plan
 from agent.proposals import approved_without_execution, decide, execute_approved, expire_due, record
 from integrations import faults
+from integrations.periodic import Periodic
 from integrations.runtime import Runtime
 from risk.store.control import ProposalRow
 from tools.registry import ToolNotFound
@@ -109,18 +110,19 @@ def sweep_approved(rt: Runtime) -> list[str]:
     return [rec.proposal_id for rec in done]
 
 
-class ApprovedSweeper:
+class ApprovedSweeper(Periodic):
     """The service's recovery loop: :func:`sweep_approved` once at start-up, then every ``interval`` s (an
     execution that failed to run after its approval, say because the database was briefly away, is picked
     up without a restart). Runs under the app's write lock, like every other writer in the service."""
 
+    name = "glassgate-approved-sweep"
+
     def __init__(self, rt: Runtime, *, interval: float = SWEEP_SECONDS,
                  write_lock: AbstractContextManager[Any] | None = None):
-        self._rt, self._interval = rt, interval
+        super().__init__(interval=interval)
+        self._rt = rt
         self._lock: Callable[[], AbstractContextManager[Any]] = (lambda: write_lock) if write_lock is not None \
             else nullcontext
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self.recovered: list[str] = []
 
     def run_once(self) -> list[str]:
@@ -132,19 +134,6 @@ class ApprovedSweeper:
             return []
         self.recovered.extend(got)
         return got
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="glassgate-approved-sweep", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=60)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self._interval):
-            self.run_once()
 
 
 def explain_decision(rt: Runtime, *, decision_id: str, audience: Audience) -> dict[str, Any]:

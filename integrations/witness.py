@@ -9,37 +9,27 @@ kept in ``last_report`` (the metrics endpoint exports it), and the witness is le
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any
 
+from integrations.periodic import Periodic
 from risk.audit import LedgerError, VerifyReport
 
 log = logging.getLogger("glassgate.audit")
 
 
-class Checkpointer:
+class Checkpointer(Periodic):
+    name = "glassgate-audit-checkpoint"
+
     def __init__(self, runtime: Any, *, interval: float):
+        super().__init__(interval=interval)
         self._rt = runtime
-        self._interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self.checkpointed_size: int | None = None
         self.last_report: VerifyReport | None = None
         self.runs = 0
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="glassgate-audit-checkpoint", daemon=True)
-        self._thread.start()
-
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=60)
+        super().stop()
         self.run_once()  # what the last requests appended is covered before the process exits
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self._interval):
-            self.run_once()
 
     def run_once(self) -> VerifyReport | None:
         """Checkpoint if the ledger grew since the last one; returns the report of this run, if any."""

@@ -3,23 +3,15 @@ start with a placeholder secret, a half-configured channel or a port in use, say
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
-import subprocess
-import sys
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from integrations.settings import Settings
-from tests.apiserver import Home, make_home, wait_for
-
-GLASSGATE = str(Path(sys.executable).with_name("glassgate"))
-CHANNEL_VARS = ("GLASSGATE_WEBHOOK_SECRETS", "GLASSGATE_JIRA_WEBHOOK_SECRET", "GLASSGATE_JIRA_URL",
-                "GLASSGATE_JIRA_EMAIL", "GLASSGATE_JIRA_API_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_BOT_TOKEN")
+from tests.apiserver import Home, make_home
+from tests.procserver import ServiceProcess, service
 
 
 @pytest.fixture(scope="module")
@@ -27,60 +19,26 @@ def home(tmp_path_factory) -> Home:
     return make_home(tmp_path_factory.mktemp("serve"))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _env(h: Home, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GLASSGATE_") and k not in CHANNEL_VARS}
-    return {**env, "GLASSGATE_HOME": str(h.home), "GLASSGATE_CONFIG": str(h.config), **extra}
-
-
-@pytest.fixture
-def server(home) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    port = _free_port()
-    proc = subprocess.Popen([GLASSGATE, "serve", "--port", str(port)], env=_env(home), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        assert proc.poll() is None, proc.communicate()[1]
-        try:
-            return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
-    try:
-        wait_for(up, timeout=60, what="glassgate serve to answer /healthz")
-        yield proc, base
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-
-
-def test_serve_answers_over_the_home_and_stops_on_sigterm(server, home):
-    proc, base = server
-    r = httpx.get(f"{base}/readyz", timeout=10)
-    assert r.status_code == 200 and r.json()["status"] == "ready", r.text
-    r = httpx.get(f"{base}/v1/decisions", headers={"Authorization": f"Bearer {home.tokens['analyst']}"}, timeout=10)
-    assert r.status_code == 200, r.text
-    assert httpx.get(f"{base}/v1/decisions", timeout=10).status_code == 401
-    proc.send_signal(signal.SIGTERM)
-    # uvicorn shuts down gracefully, then exits by the signal it received (so a supervisor sees why)
-    assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
-    assert "Traceback" not in proc.communicate()[1]
+def test_serve_answers_over_the_home_and_stops_on_sigterm(home, tmp_path):
+    with service(home, tmp_path) as svc:
+        svc.start()
+        r = httpx.get(f"{svc.base}/readyz", timeout=10)
+        assert r.status_code == 200 and r.json()["status"] == "ready", r.text
+        with svc.client("analyst") as c:
+            assert c.get("/v1/decisions").status_code == 200
+        assert httpx.get(f"{svc.base}/v1/decisions", timeout=10).status_code == 401
+        # uvicorn shuts down gracefully, then exits by the signal it received (so a supervisor sees why)
+        assert svc.stop() in (0, -signal.SIGTERM)
+        assert "Traceback" not in svc.log()
 
 
 @pytest.mark.parametrize(("env", "named"), [
     ({"SLACK_SIGNING_SECRET": "changeme", "SLACK_BOT_TOKEN": "xoxb-real-looking-token-1234"}, "SLACK_SIGNING_SECRET"),
     ({"GLASSGATE_WEBHOOK_SECRETS": "whsec_<your-secret>"}, "GLASSGATE_WEBHOOK_SECRETS item 1"),
 ])
-def test_serve_refuses_a_channel_with_a_placeholder_or_missing_secret(home, env, named):
-    port = _free_port()
-    res = subprocess.run([GLASSGATE, "serve", "--port", str(port)], env=_env(home, **env), text=True,
-                         capture_output=True, timeout=120)
+def test_serve_refuses_a_channel_with_a_placeholder_or_missing_secret(home, tmp_path, env, named):
+    svc = ServiceProcess(home, tmp_path)
+    res = svc.cli("serve", "--port", str(svc.port), **env)
     assert res.returncode == 2, res.stderr
     assert named in " ".join(res.stderr.split()), res.stderr
     assert "serving on" not in res.stderr
@@ -89,13 +47,12 @@ def test_serve_refuses_a_channel_with_a_placeholder_or_missing_secret(home, env,
             assert value not in res.stderr
 
 
-def test_serve_refuses_a_port_in_use(home):
+def test_serve_refuses_a_port_in_use(home, tmp_path):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        res = subprocess.run([GLASSGATE, "serve", "--port", str(port)], env=_env(home), text=True,
-                             capture_output=True, timeout=120)
+        res = ServiceProcess(home, tmp_path).cli("serve", "--port", str(port))
     assert res.returncode == 2
     assert f"127.0.0.1:{port}" in res.stderr and "--port" in res.stderr
 
