@@ -369,6 +369,13 @@ def _brute_force_replay(home: Path, policy_step_up_at: float, step_up_at: float,
 ], ids=["policy-step-up", "newly-denied", "rule-floors"])
 def test_replay_matches_a_brute_force_recount(scored, home, step_up_at, deny_at, exercises):
     (entry,) = [t for t in load_policies(POLICY_DIR).get(POLICY).thresholds if t.scope == f"tier:{TIER}"]
+    if exercises.startswith("allowed"):
+        # Thresholds from the data, not from a guess about the model: deny at the riskiest allowed decision of the
+        # scope, so that at least one allowed decision must be counted as newly denied.
+        ((top,),) = _query(home, "SELECT max(risk) FROM decisions WHERE policy_id = :p AND threshold_scope = :s "
+                                 "AND outcome = 'allow'", p=POLICY, s=f"tier:{TIER}")
+        assert top is not None and top > 0
+        deny_at, step_up_at = top, top / 2
     extra = [] if step_up_at is None else ["--step-up-at", str(step_up_at)]
     r = _replay_json(deny_at, *extra)
     assert (r["policy_id"], r["scope"]) == (POLICY, f"tier:{TIER}")
