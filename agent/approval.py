@@ -114,9 +114,15 @@ class ApprovalRules:
 
 
 def check_entitled(*, rules: ApprovalRules, kind: Kind, principal: Principal, requested_by: str,
-                   prior_approvers: Iterable[str], channel: Channel, tier: str | None) -> None:
-    """Raise ApprovalError unless ``principal`` may decide this proposal now, through ``channel``."""
+                   prior_approvers: Iterable[str], channel: Channel, tier: str | None = None,
+                   tiers: Iterable[str] = ()) -> None:
+    """Raise ApprovalError unless ``principal`` may decide this proposal now, through ``channel``.
+
+    ``tier`` / ``tiers``: the sensitivity tiers the proposal governs (a threshold change on ``kind:ot`` governs
+    every OT resource's tier, restricted consoles included); any of them being API-only makes the API the only
+    channel."""
     rule = rules.kinds[kind]
+    governed = set(tiers) | ({tier} if tier is not None else set())
     if principal.id == requested_by:
         raise ApprovalError(Refusal.SELF_APPROVAL, f"{principal.id} requested this {kind.value}; the requester can "
                             f"never approve or reject their own request ({rules.cite(kind)})")
@@ -128,7 +134,8 @@ def check_entitled(*, rules: ApprovalRules, kind: Kind, principal: Principal, re
         have = ", ".join(sorted(r.value for r in principal.roles)) or "no roles"
         raise ApprovalError(Refusal.NOT_ENTITLED, f"{principal.id} ({have}) may not decide a {kind.value}: it needs "
                             f"the role {need} ({rules.cite(kind)})")
-    if tier is not None and tier in rule.api_only_tiers and channel is not Channel.API:
-        raise ApprovalError(Refusal.CHANNEL_NOT_ALLOWED, f"a {kind.value} on the {tier} tier may only be approved "
-                            f"over the API (with its own authentication), not via {channel.value} "
-                            f"({rules.cite(kind)})")
+    api_only = sorted(governed & rule.api_only_tiers)
+    if api_only and channel is not Channel.API:
+        raise ApprovalError(Refusal.CHANNEL_NOT_ALLOWED, f"a {kind.value} that governs the {'/'.join(api_only)} tier "
+                            f"may only be approved over the API (with its own authentication), not via "
+                            f"{channel.value} ({rules.cite(kind)})")

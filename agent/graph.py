@@ -3,30 +3,27 @@
 plan -> gather -> narrate -> verify -> [propose -> await_approval (interrupt) ...] -> end
 
 The planner and narrator are chosen by configuration (offline or LLM) behind one seam
-(:class:`agent.deps.AgentDeps`). Approval is one path for every action kind: the thread
-stops at ``interrupt()`` and is resumed with ``Command(resume=...)`` by thread id; the
-node re-runs from its top on resume, and everything it does after ``interrupt()`` is
-idempotent (the proposal state machine refuses a second decision by the same person and
-the executions table holds one row per proposal). The decision is committed first and the
-action executed in a transaction of its own (``agent.proposals.execute_approved``), so a
-crash in between leaves an approved proposal that the service's recovery sweep executes.
+(:class:`agent.deps.AgentDeps`). The graph never decides a proposal: deciding is the one approval
+function of the service layer (``integrations.services.proposals.decide``), which decides exactly the
+proposal it is named and executes it. The thread only waits at ``interrupt()`` and, when the service
+resumes it with ``Command(resume={"proposal_id": ...})``, reports the recorded state of the proposal
+it waits on. Resumed for any other proposal it changes nothing and goes on waiting for its own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, Literal, TypedDict
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import START, StateGraph
 from langgraph.types import interrupt
 
-from agent.approval import ApprovalError, Channel, Kind, Status
+from agent.approval import Kind, Status
 from agent.deps import AgentDeps
 from agent.gather import gather
 from agent.narrative import Audience, Evidence, Intent, Narrative
 from agent.planner import plan as offline_plan
-from agent.proposals import create, decide, execute_approved, record
+from agent.proposals import create, record
 from risk.audit import AuditKind
 from risk.store.control import ProposalRow
 
@@ -41,12 +38,11 @@ class AgentState(TypedDict, total=False):
     verification: dict[str, Any]
     proposal: dict[str, Any] | None
     approval_error: dict[str, Any] | None
+    can_propose: bool  # the asker is a configured principal (an unmapped chat user may ask, never originate)
 
 
-def build_graph(deps: AgentDeps, *, checkpointer: Any = None,
-                before_execute: Callable[[str], None] | None = None) -> Any:
-    """Compile a fresh graph over ``deps`` (tests build one per test). ``before_execute(proposal_id)`` runs
-    between the committed approval and the IAM call (a test hook for fault injection; none by default)."""
+def build_graph(deps: AgentDeps, *, checkpointer: Any = None) -> Any:
+    """Compile a fresh graph over ``deps`` (tests build one per test)."""
 
     def plan_node(state: AgentState) -> dict[str, Any]:
         p = deps.planner.plan(state["question"], ctx=deps.tools)
@@ -85,40 +81,26 @@ def build_graph(deps: AgentDeps, *, checkpointer: Any = None,
         pending = state.get("proposal") or {}
         pid = pending["proposal_id"]
         answer = interrupt({"proposal_id": pid, "kind": pending["kind"]})
-        # Re-runs from here on every resume: the decision below is checked and idempotent.
-        principal = deps.principals.get(answer.get("principal", ""))
-        with deps.tools.sessions.begin() as s:
-            try:
-                if principal is None:
-                    from agent.approval import Refusal
-
-                    raise ApprovalError(Refusal.UNKNOWN_PRINCIPAL, f"{answer.get('principal')!r} is not a known "
-                                        "principal; only principals in the configuration file can approve")
-                rec = decide(s, proposal_id=pid, principal=principal, approve=bool(answer.get("approve")),
-                             channel=Channel(answer.get("channel", "cli")), rules=deps.rules, ledger=deps.ledger,
-                             clock=deps.clock, reason=answer.get("reason"), tier_of=deps.tier_of)
-                error = None
-            except ApprovalError as exc:
-                s.rollback()
-                error = {"reason": exc.reason.value, "message": str(exc)}
-                rec = None
-        if rec is not None and rec.status is Status.APPROVED:  # committed: now apply it, once, in this turn
-            execute_approved(deps.tools.sessions, iam=deps.iam, ledger=deps.ledger, clock=deps.clock,
-                             rules=deps.rules, proposal_id=pid, before_execute=before_execute)
-            rec = None  # read again below: whoever executed it, the thread reports the outcome
-        if rec is None:
-            with deps.tools.sessions() as s:
-                row = s.get(ProposalRow, pid)
-                rec = record(s, row, deps.rules) if row is not None else None
-        return {"proposal": rec.model_dump(mode="json") if rec else pending, "approval_error": error}
+        # Only reports: the service decided (and executed) the proposal before resuming. A resume naming
+        # another proposal is not ours to report; the thread goes on waiting on its own (after_decision).
+        if not isinstance(answer, dict) or answer.get("proposal_id") != pid:
+            return {}
+        with deps.tools.sessions() as s:
+            row = s.get(ProposalRow, pid)
+            rec = record(s, row, deps.rules) if row is not None else None
+        return {"proposal": rec.model_dump(mode="json") if rec else pending, "approval_error": None}
 
     def after_verify(state: AgentState) -> Literal["propose", "__end__"]:
         ev = state["evidence"]
         wants = ev["intent"] == Intent.TUNING.value and (ev.get("tuning") or {}).get("proposal")
         # A proposal needs the deterministic reading of the question to agree that it asks about tuning:
         # a language model that was talked into it cannot widen what the agent drafts.
-        agreed = offline_plan(state["question"], users=set(), resources=set()).intent is Intent.TUNING
-        return "propose" if wants and agreed else "__end__"
+        # The scope too: the change drafted must govern exactly the scope the question names, whatever a
+        # planner answered ("are internal-tier denials too strict?" never drafts a public-tier change).
+        reading = offline_plan(state["question"], users=set(), resources=set())
+        drafted = ((ev.get("tuning") or {}).get("proposal") or {}).get("scope")
+        agreed = reading.intent is Intent.TUNING and reading.scope == drafted
+        return "propose" if wants and agreed and state.get("can_propose") else "__end__"
 
     def after_decision(state: AgentState) -> Literal["await_approval", "__end__"]:
         proposal = state.get("proposal") or {}

@@ -7,7 +7,7 @@ pass the proposal id as its idempotency key so that a retry never applies an act
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import select
@@ -53,17 +53,21 @@ class BuiltinIam:
         kind = Kind(proposal.kind)
         approvers = list(s.scalars(select(ApprovalRow.principal).where(
             ApprovalRow.proposal_id == proposal.proposal_id, ApprovalRow.decision == "approve").order_by(ApprovalRow.id)))
-        approver = approvers[-1] if approvers else proposal.requested_by
+        if not approvers:  # never the requester: an action without a recorded approver is not carried out
+            raise PermissionError(f"proposal {proposal.proposal_id} has no recorded approver")
+        approver = approvers[-1]
         if kind is Kind.CONFIRM_DENIAL:
             add_verdict(s, decision_id=p["decision_id"], verdict="malicious", analyst=approver,
                         at=now.strftime("%Y-%m-%dT%H:%M:%SZ"), note=p.get("note") or None)
             return {"verdict": "malicious", "decision_id": p["decision_id"]}
         if kind is Kind.GRANT_EXCEPTION:
             eid = "exc-" + hashlib.sha256(proposal.proposal_id.encode()).hexdigest()[:12]
-            ends = now + timedelta(hours=float(p["duration_hours"]))
+            # the window starts at the approval, so an execution delayed by a crash never extends it
+            start = datetime.fromtimestamp(proposal.decided_ms / 1000, UTC) if proposal.decided_ms else now
+            ends = start + timedelta(hours=float(p["duration_hours"]))
             section = self.rules.kinds[kind].section or ""
             s.add(ExceptionRow(exception_id=eid, user_id=p["user_id"], resource_id=p["resource_id"],
-                               starts_ms=_ms(now), ends_ms=_ms(ends), reason=p["reason"],
+                               starts_ms=_ms(start), ends_ms=_ms(ends), reason=p["reason"],
                                proposal_id=proposal.proposal_id, policy_id=self.rules.policy_id,
                                policy_version=self.rules.policy_version, section=section))
             return {"exception_id": eid, "user_id": p["user_id"], "resource_id": p["resource_id"],

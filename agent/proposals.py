@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -25,6 +25,7 @@ from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from agent.approval import ApprovalError, ApprovalRules, Channel, Kind, Principal, Refusal, Status, check_entitled
+from agent.eligibility import Ineligible, TiersOf, eligibility, tiers
 from agent.iam import IamAdapter, IamUnavailable
 from risk.audit import AuditKind, Ledger
 from risk.store.control import ApprovalRow, ExecutionRow, ProposalRow
@@ -174,8 +175,8 @@ def expire_due(s: Session, *, ledger: Ledger, clock: Clock) -> int:
 
 def decide(s: Session, *, proposal_id: str, principal: Principal, approve: bool, channel: Channel,
            rules: ApprovalRules, ledger: Ledger, clock: Clock, iam: IamAdapter | None = None,
-           reason: str | None = None,
-           tier_of: Callable[[dict[str, Any]], str | None] = lambda _p: None) -> ProposalRecord:
+           reason: str | None = None, tier_of: TiersOf = lambda _p: None,
+           principals: Mapping[str, Principal] | None = None, attestation: str | None = None) -> ProposalRecord:
     """Approve or reject as ``principal``; the last needed approval moves the proposal to ``approved``.
 
     The caller commits, then runs :func:`execute_approved` for the proposal: the approval is durable before
@@ -198,27 +199,46 @@ def decide(s: Session, *, proposal_id: str, principal: Principal, approve: bool,
                             "nothing was changed")
     prior = [a.principal for a in s.scalars(select(ApprovalRow).where(ApprovalRow.proposal_id == proposal_id))]
     check_entitled(rules=rules, kind=kind, principal=principal, requested_by=row.requested_by,
-                   prior_approvers=prior, channel=channel, tier=tier_of(row.payload))
+                   prior_approvers=prior, channel=channel, tiers=tiers(tier_of(row.payload)))
     s.add(ApprovalRow(proposal_id=proposal_id, principal=principal.id, decision="approve" if approve else "reject",
-                      channel=channel.value, reason=reason, at_ms=_ms(now)))
+                      channel=channel.value, reason=reason, at_ms=_ms(now), roles=sorted(principal.roles)))
     ledger.append(s, kind=AuditKind.APPROVAL, subject_id=proposal_id, at=now,
                   payload={"proposal_id": proposal_id, "principal": principal.id, "roles": sorted(principal.roles),
-                           "decision": "approve" if approve else "reject", "channel": channel.value, "reason": reason})
+                           "decision": "approve" if approve else "reject", "channel": channel.value, "reason": reason,
+                           **({"attestation": attestation} if attestation else {})})
     if not approve:
         row.status, row.decided_ms = Status.REJECTED.value, _ms(now)
     elif len(prior) + 1 >= rules.kinds[kind].approvers:
         row.status, row.decided_ms = Status.APPROVED.value, _ms(now)
         if iam is not None:
-            execute(s, row=row, iam=iam, ledger=ledger, clock=clock)
+            execute(s, row=row, iam=iam, ledger=ledger, clock=clock, rules=rules, principals=principals,
+                    tier_of=tier_of)
     s.flush()
     return record(s, row, rules)
 
 
-def execute(s: Session, *, row: ProposalRow, iam: IamAdapter, ledger: Ledger, clock: Clock) -> None:
-    """Apply an approved proposal through the IAM adapter, at most once (idempotency key: the proposal id)."""
+def execute(s: Session, *, row: ProposalRow, iam: IamAdapter, ledger: Ledger, clock: Clock, rules: ApprovalRules,
+            principals: Mapping[str, Principal] | None = None, tier_of: TiersOf = lambda _p: None) -> None:
+    """Apply an approved proposal through the IAM adapter, at most once (idempotency key: the proposal id).
+
+    Eligibility is re-derived from the approval rows first (:func:`agent.eligibility.eligibility`): a status
+    of ``approved`` alone is never enough. An ineligible proposal is refused, audited and marked failed with
+    the reason, and the adapter is not called."""
     if row.status != Status.APPROVED.value or s.get(ExecutionRow, row.proposal_id) is not None:
         return
     now = clock()
+    try:
+        eligibility(s, row, rules=rules, now_ms=_ms(now), principals=principals, tier_of=tier_of)
+    except Ineligible as refused:
+        result = {"error": "not_eligible", "reason": refused.reason.value, "detail": str(refused)[:500]}
+        s.add(ExecutionRow(proposal_id=row.proposal_id, adapter=iam.name, status=Status.FAILED.value, result=result,
+                           at_ms=_ms(now)))
+        row.status, row.result = Status.FAILED.value, result
+        log.error("refused to execute proposal %s: %s", row.proposal_id, refused)
+        ledger.append(s, kind=AuditKind.ACTION, subject_id=row.proposal_id, at=now,
+                      payload={"proposal_id": row.proposal_id, "kind": row.kind, "adapter": iam.name,
+                               "status": "refused", "result": result})
+        return
     try:
         result = iam.apply(s, row, now=now)
         status = Status.APPLIED
@@ -243,7 +263,9 @@ def approved_without_execution(s: Session) -> list[str]:
 
 def execute_approved(sessions: sessionmaker[Session], *, iam: IamAdapter, ledger: Ledger, clock: Clock,
                      rules: ApprovalRules, proposal_id: str | None = None,
-                     before_execute: Callable[[str], None] | None = None) -> list[ProposalRecord]:
+                     before_execute: Callable[[str], None] | None = None,
+                     principals: Mapping[str, Principal] | None = None,
+                     tier_of: TiersOf = lambda _p: None) -> list[ProposalRecord]:
     """Execute approved proposals that have no execution yet: ``proposal_id`` only, or every one (the
     recovery sweep). Each runs in its own transaction, under the proposal's row lock, and is re-checked
     there, so concurrent sweeps and deciders execute each proposal once. ``before_execute(proposal_id)``
@@ -266,7 +288,8 @@ def execute_approved(sessions: sessionmaker[Session], *, iam: IamAdapter, ledger
                     continue
                 if row.status != Status.APPROVED.value or s.get(ExecutionRow, pid) is not None:
                     continue  # executed already, by another request or sweep
-                execute(s, row=row, iam=iam, ledger=ledger, clock=clock)
+                execute(s, row=row, iam=iam, ledger=ledger, clock=clock, rules=rules, principals=principals,
+                        tier_of=tier_of)
                 s.flush()
                 done.append(record(s, row, rules))
         except IamUnavailable as exc:  # stays approved without an execution: the next sweep tries again

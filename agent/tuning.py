@@ -12,9 +12,11 @@ from __future__ import annotations
 from typing import Any
 
 from tools.context import ToolContext
+from tools.errors import ToolInputError
 from tools.registry import call_tool
 
 MIN_BENIGN = 3
+MIN_ANALYSTS = 2  # benign verdicts from one analyst alone never justify loosening a threshold
 MIN_BENIGN_SHARE = 0.5
 STEP = 0.05
 
@@ -48,14 +50,18 @@ def analyse(ctx: ToolContext, *, scope: str, when: str) -> dict[str, Any]:
     with ctx.sessions() as s:
         policy = ctx.policy_in_force(s)
     kind, name = scope.split(":", 1)
-    entry = next(t for t in policy.scopes() if t.scope == scope)
+    entry = next((t for t in policy.scopes() if t.scope == scope), None)
+    if entry is None:
+        sets = ", ".join(t.scope for t in policy.scopes())
+        raise ToolInputError.one("verdict_stats", "scope", f"no policy sets thresholds for {scope}: decisions there use "
+                                 f"the thresholds of their tier; ask about one of {sets}")
     stats = call_tool(ctx, "verdict_stats", {"policy_id": entry.policy_id, "scope": scope, "when": when})
     sc = next(iter(stats.scopes), None)
     counts = {}
     for outcome in ("deny", "step_up"):
         o = sc.by_outcome.get(outcome) if sc else None
         counts[outcome] = {"decisions": o.decisions if o else 0, "benign": o.benign if o else 0,
-                           "malicious": o.malicious if o else 0}
+                           "malicious": o.malicious if o else 0, "benign_analysts": o.benign_analysts if o else 0}
     where = f"{name.replace('_', ' ')} {'tier' if kind == 'tier' else 'resources'}, {when}"
     base: dict[str, Any] = {"policy_id": entry.policy_id, "policy_version": entry.policy_version, "scope": scope,
                             "threshold_section": entry.section, "when": when, "step_up_at": entry.step_up_at,
@@ -65,10 +71,16 @@ def analyse(ctx: ToolContext, *, scope: str, when: str) -> dict[str, Any]:
     for outcome, label, thr in (("deny", "denials", entry.deny_at), ("step_up", "step-ups", entry.step_up_at)):
         c = counts[outcome]
         labelled = c["benign"] + c["malicious"]
-        head = (f"{label.capitalize()} ({where}): {c['decisions']} in all, {c['benign']} confirmed benign and "
+        people = c["benign_analysts"]
+        head = (f"{label.capitalize()} ({where}): {c['decisions']} in all, {c['benign']} confirmed benign "
+                f"(by {people} distinct analyst{'s' if people != 1 else ''}) and "
                 f"{c['malicious']} confirmed malicious by analysts")
         if c["benign"] < MIN_BENIGN:
             lines.append(f"{head}; too few benign verdicts to call the threshold {thr:.2f} too strict.")
+            continue
+        if people < MIN_ANALYSTS:
+            lines.append(f"{head}; benign verdicts from fewer than {MIN_ANALYSTS} distinct analysts cannot justify "
+                         f"loosening {thr:.2f}.")
             continue
         share = c["benign"] / labelled
         if share < MIN_BENIGN_SHARE:
@@ -100,4 +112,5 @@ def analyse(ctx: ToolContext, *, scope: str, when: str) -> dict[str, Any]:
                 "deny_at": new if outcome == "deny" else entry.deny_at}
     lines.append("I have drafted that change for approval; nothing changes until the approvers it needs approve it.")
     return {**base, "recommendation": "loosen", "proposal": proposal, "replay": r.model_dump(mode="json"),
-            "released": released, "malicious_let_through": 0, "summary": " ".join(lines)}
+            "released": released, "malicious_let_through": 0, "benign_analysts": counts[outcome]["benign_analysts"],
+            "summary": " ".join(lines)}

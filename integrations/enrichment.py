@@ -3,7 +3,7 @@
 A ticket's text is data. It is only searched for identifiers that already exist in the store (decision ids,
 event ids, user ids) and for a timestamp; it never reaches a planner or an action, so nothing it says can
 create, approve or widen anything. The narrative of each decision comes from
-:func:`integrations.actions.explain_decision` (gather, narrator, verifier), with a fixed question.
+:func:`integrations.services.ask.explain_decision` (gather, narrator, verifier), with a fixed question.
 
 How the decisions are found, first match wins, at most :data:`MAX_DECISIONS`:
 the ticket's ``decision_id`` or ``event_id`` field; decision or event ids written in the title or description;
@@ -24,9 +24,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from agent.narrative import Audience
-from integrations.actions import explain_decision
 from integrations.jobs import Claimed, Done, Handler, JobQueue, Worker
 from integrations.runtime import Runtime
+from integrations.services.ask import explain_decision
+from integrations.services.deps import ServiceDeps
 from integrations.ticketing import (
     BuiltinTicketing,
     DecisionNote,
@@ -137,15 +138,22 @@ def _ts(timestamp: str) -> float:
     return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
 
 
+def _services(rt: Runtime) -> ServiceDeps:
+    got = rt.__dict__.get("_service_deps")
+    if got is None:
+        got = rt.__dict__["_service_deps"] = ServiceDeps.from_runtime(rt)
+    return got  # type: ignore[no-any-return]
+
+
 def build_enrichment(rt: Runtime, ticket: Ticket) -> Enrichment:
     ids, how, not_found = find_decisions_for(rt, ticket)
     notes = []
     for decision_id in ids:
         d = call_tool(rt.agent_deps.tools, "get_decision", {"decision_id": decision_id}).decision
-        story = explain_decision(rt, decision_id=decision_id, audience=Audience.TICKET)
+        story = explain_decision(deps=_services(rt), decision_id=decision_id, audience=Audience.TICKET)
         notes.append(DecisionNote(decision_id=decision_id, outcome=d.outcome.value, risk=round(d.risk, 4),
                                   timestamp=d.timestamp, user_id=d.user_id, resource_id=d.resource_id,
-                                  text=story["text"], verified=bool(story["verified"]), narrator=story["narrator"]))
+                                  text=story.text, verified=story.verified, narrator=story.narrator))
     return Enrichment(ticket_id=ticket.id, matched_by=how.value, decisions=notes, not_found=not_found)
 
 

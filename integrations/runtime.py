@@ -161,10 +161,7 @@ class Runtime:
 
     @cached_property
     def graph(self) -> Any:
-        from integrations import faults
-
-        hook = faults.hook(faults.parse(self.settings.failpoints), faults.Failpoint.AFTER_APPROVAL_COMMIT)
-        return build_graph(self.agent_deps, checkpointer=self.checkpointer, before_execute=hook)
+        return build_graph(self.agent_deps, checkpointer=self.checkpointer)
 
 
 class _LazyIndex:

@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 import knowledge
 
 SHIPPED_PRINCIPALS = Path(__file__).parent / "demo-principals.yaml"  # ids and roles only: no tokens
+SHIPPED_RESOURCES = Path(__file__).parent / "resources.yaml"  # the demo world's resources and their tiers
 
 
 class Settings(BaseSettings):
@@ -44,6 +45,14 @@ class Settings(BaseSettings):
     checkpoint_seconds: float = Field(default=60.0, gt=0)  # GLASSGATE_CHECKPOINT_SECONDS: audit witness cadence
     worker_poll_seconds: float = 0.5  # GLASSGATE_WORKER_POLL_SECONDS: how often the job worker looks for work
     failpoints: str | None = None  # GLASSGATE_FAILPOINTS: test hook only (integrations/faults.py), off by default
+
+    # --- safety core (i9a): resource catalogue, public links, fixed clock, header timeout, CLI identity
+    resources: Path | None = None  # GLASSGATE_RESOURCES: the resource catalogue (YAML); the shipped demo one by default
+    public_base_url: str | None = None  # GLASSGATE_PUBLIC_BASE_URL: base of links the service hands out (never Host)
+    allow_fixed_clock: bool = False  # GLASSGATE_ALLOW_FIXED_CLOCK: tests/demos only; GLASSGATE_NOW is refused without it
+    header_timeout_seconds: float = Field(default=10.0, gt=0)  # GLASSGATE_HEADER_TIMEOUT_SECONDS: request headers deadline
+    jira_replay_window_seconds: int = Field(default=7 * 86400, gt=0)  # Jira deliveries: dedup retention window
+    token: str | None = None  # GLASSGATE_TOKEN: the CLI acts as the principal whose token this is
 
     @field_validator("database_url")
     @classmethod
@@ -113,6 +122,10 @@ class Settings(BaseSettings):
             return self.config
         written = self.home / "principals.yaml"
         return written if written.exists() else SHIPPED_PRINCIPALS
+
+    @property
+    def resources_path(self) -> Path:
+        return self.resources if self.resources is not None else SHIPPED_RESOURCES
 
     @property
     def chroma_path(self) -> Path:

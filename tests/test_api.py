@@ -137,8 +137,8 @@ def test_oversized_bodies_are_413_declared_or_streamed(api):
 @pytest.mark.parametrize("body", [b'{"event_id": "evt-x", ', b"", b"\xff\xfe{}", b"not json", b"[1, 2"])
 def test_malformed_json_is_a_400_problem(api, body):
     before = api.counts()
-    with api.client("admin") as c:
-        for path in ("/v1/events", "/v1/events:batch", "/v1/decisions/dec-x/verdict"):
+    for role, path in (("admin", "/v1/events"), ("admin", "/v1/events:batch"), ("analyst", "/v1/decisions/dec-x/verdict")):
+        with api.client(role) as c:
             p = _problem(c.post(path, content=body, headers={"content-type": "application/json"}), 400)
             assert p["type"].endswith("malformed-json")
     assert api.counts() == before
@@ -251,7 +251,8 @@ def test_verdict_is_recorded_with_an_audit_entry(api):
         assert audit[0][0] == "verdict"
         assert json.loads(audit[0][1]) == {"decision_id": did, "verdict": "malicious",
                                            "attack_type": "credential_stuffing", "analyst": "ana",
-                                           "note": "confirmed with the user"}
+                                           "note": "confirmed with the user", "verdict_id": r.json()["verdict_id"],
+                                           "supersedes": []}
         assert api.counts() == (before[0], before[1], before[2] + 1, before[3] + 1)
 
         after = api.counts()
@@ -260,6 +261,15 @@ def test_verdict_is_recorded_with_an_audit_entry(api):
         p = _problem(c.post(f"/v1/decisions/{did}/verdict", json={"verdict": "benign", "analyst": "mallory"}), 422)
         assert _fields(p) == {"analyst"}  # who gave the verdict comes from the token, never the body
         assert api.counts() == after
+
+        # the same analyst changes their mind: a new current verdict, the first kept and marked superseded
+        again = c.post(f"/v1/decisions/{did}/verdict", json={"verdict": "benign", "note": "it was the user after all"})
+        assert again.status_code == 201 and again.json()["supersedes"] == [r.json()["verdict_id"]]
+        assert api.sql("SELECT verdict, superseded_by FROM verdicts WHERE decision_id = :d ORDER BY id", d=did) == [
+            ("malicious", again.json()["verdict_id"]), ("benign", None)]
+    with api.client("admin") as c:  # an admin does not label decisions
+        p = _problem(c.post(f"/v1/decisions/{did}/verdict", json={"verdict": "benign"}), 403)
+        assert "analyst" in p["detail"] and "policy_owner" in p["detail"]
 
 
 # ----------------------------------------------------------------------------- authentication and roles
@@ -276,7 +286,7 @@ def _endpoints(api: Api) -> list[tuple[str, str, Any, tuple[str, ...]]]:
         ("GET", "/v1/decisions", None, ("ingest",)),
         ("GET", f"/v1/decisions/{did}", None, ("ingest",)),
         ("GET", f"/v1/sessions/{sid}/timeline", None, ("ingest",)),
-        ("POST", f"/v1/decisions/{did}/verdict", {"verdict": "benign"}, ("ingest",)),
+        ("POST", f"/v1/decisions/{did}/verdict", {"verdict": "benign"}, ("ingest", "admin")),
         ("GET", "/metrics", None, ("ingest",)),
     ]
 

@@ -206,11 +206,12 @@ def test_tuning_flow_analyst_asks_owners_approve_over_the_api_and_new_events_use
     cleared = [d for d in decisions if d["outcome"] == "step_up" and d["rule_floor"] == "allow"
                and d["threshold_scope"] == "tier:restricted"]
     assert len(cleared) >= 3, [(d["risk"], d["outcome"], d["rule_floor"]) for d in decisions]
-    with api.client("analyst") as c:
-        for d in cleared:
+    # verdicts from two people (an analyst and a policy owner): one analyst alone never drives a loosening
+    for k, d in enumerate(cleared):
+        with api.client(("analyst", "policy_owner")[k % 2]) as c:
             r = c.post(f"/v1/decisions/{d['decision_id']}/verdict", json={"verdict": "benign", "note": "known user"})
             assert r.status_code == 201, r.text
-
+    with api.client("analyst") as c:
         r = c.post("/v1/ask", json={"question": "Are restricted-tier step-ups too strict this month?"})
         assert r.status_code == 200, r.text
     out = r.json()

@@ -429,20 +429,68 @@ def test_verdict_feeds_replay(scored, home):
     assert _query(home, "SELECT count(*) FROM verdicts WHERE decision_id = :d", d=did)[0][0] == 0
     before = _replay_json()["by_verdict"]["malicious"]["total"]
     audit_before = _count(home, "audit_log")
-    res = _invoke(["verdict", did, "malicious", "--analyst", "ann"])
+    res = _invoke(["verdict", did, "malicious", "--local-operator", "--as", "sam"])
     assert res.exit_code == 0, res.output
-    assert _query(home, "SELECT verdict, analyst FROM verdicts WHERE decision_id = :d", d=did) == [("malicious", "ann")]
+    assert _query(home, "SELECT verdict, analyst FROM verdicts WHERE decision_id = :d", d=did) == [("malicious", "sam")]
     assert _query(home, "SELECT kind, subject_id FROM audit_log WHERE seq = :s", s=audit_before) == [("verdict", did)]
+    (payload,) = _query(home, "SELECT payload FROM audit_log WHERE seq = :s", s=audit_before)[0]
+    assert "local-operator" in json.loads(payload)["attestation"], "recorded as a local operator, not as sam"
     assert _replay_json()["by_verdict"]["malicious"]["total"] == before + 1
+
+
+def test_a_second_verdict_supersedes_the_analysts_first_and_keeps_it(scored, home):
+    did = scored.good_outputs[2]["decision"]["decision_id"]
+    for value in ("malicious", "benign"):
+        res = _invoke(["verdict", did, value, "--local-operator", "--as", "ana"])
+        assert res.exit_code == 0, res.output
+    rows = _query(home, "SELECT id, verdict, superseded_by FROM verdicts WHERE decision_id = :d ORDER BY id", d=did)
+    assert [(v, s) for _, v, s in rows] == [("malicious", rows[1][0]), ("benign", None)]
+
+
+def test_a_name_alone_is_not_an_identity(scored, home):
+    did = scored.good_outputs[3]["decision"]["decision_id"]
+    verdicts, audit = _count(home, "verdicts"), _count(home, "audit_log")
+    res = _invoke(["verdict", did, "benign", "--as", "sam"])
+    assert res.exit_code == 2 and "GLASSGATE_TOKEN" in _flat(res.stderr)
+    res = _invoke(["verdict", did, "benign", "--local-operator", "--as", "dana"])  # an admin labels nothing
+    assert res.exit_code == 1 and "may not record verdicts" in _flat(res.stderr)
+    assert (_count(home, "verdicts"), _count(home, "audit_log")) == (verdicts, audit)
+
+
+def test_the_cli_acts_as_the_principal_of_its_token(scored, home, tmp_path, monkeypatch):
+    import secrets
+
+    import yaml
+
+    from integrations.principals import token_hash
+
+    tok = secrets.token_urlsafe(32)
+    config = tmp_path / "principals.yaml"
+    config.write_text(yaml.safe_dump({"principals": [{"id": "sam", "roles": ["analyst"], "token_sha256": token_hash(tok)},
+                                                     {"id": "bob", "roles": ["policy_owner"]}]}))
+    monkeypatch.setenv("GLASSGATE_CONFIG", str(config))
+    did = scored.good_outputs[4]["decision"]["decision_id"]
+    monkeypatch.setenv("GLASSGATE_TOKEN", "not-a-token-of-anyone-here")
+    assert _invoke(["verdict", did, "benign"]).exit_code == 2
+    monkeypatch.setenv("GLASSGATE_TOKEN", tok)
+    assert _invoke(["verdict", did, "benign", "--as", "bob"]).exit_code == 2, "--as may not contradict the token"
+    res = _invoke(["verdict", did, "benign"])
+    assert res.exit_code == 0, res.output
+    assert _query(home, "SELECT analyst FROM verdicts WHERE decision_id = :d", d=did) == [("sam",)]
+    monkeypatch.delenv("GLASSGATE_TOKEN")
+    token_file = tmp_path / "tok"
+    token_file.write_text(tok + "\n")
+    res = _invoke(["verdict", did, "malicious", "--token-file", str(token_file)])
+    assert res.exit_code == 0, res.output
 
 
 def test_invalid_verdict_stores_nothing(scored, home):
     did = scored.good_outputs[1]["decision"]["decision_id"]
     verdicts, audit = _count(home, "verdicts"), _count(home, "audit_log")
-    res = _invoke(["verdict", did, "evil", "--analyst", "ann"])
+    res = _invoke(["verdict", did, "evil", "--local-operator", "--as", "ana"])
     assert res.exit_code == 2
     assert "malicious" in _flat(res.stderr) and "benign" in _flat(res.stderr)
-    res = _invoke(["verdict", "dec-does-not-exist", "benign", "--analyst", "ann"])
+    res = _invoke(["verdict", "dec-does-not-exist", "benign", "--local-operator", "--as", "ana"])
     assert res.exit_code == 2
     assert "dec-does-not-exist" in _flat(res.stderr)
     assert _count(home, "verdicts") == verdicts

@@ -211,7 +211,7 @@ def test_concurrent_approvals_execute_exactly_once(loop, rules):
     assert sorted(map(str, outcomes)) == sorted([str(Status.APPLIED), str(Refusal.NOT_PENDING)])
     with sessions.begin() as s:
         row = s.get(ProposalRow, p.proposal_id)
-        execute(s, row=row, iam=iam, ledger=ledger, clock=clock)  # a replayed resume does nothing
+        execute(s, row=row, iam=iam, ledger=ledger, clock=clock, rules=rules)  # a replayed resume does nothing
         assert s.scalar(select(func.count()).select_from(ExecutionRow)) == 1
 
 

@@ -73,6 +73,8 @@ class OutcomeVerdicts(BaseModel):
     malicious: int
     benign: int
     unlabelled: int
+    benign_analysts: int = Field(default=0, description="Distinct analysts behind the benign verdicts counted.")
+    malicious_analysts: int = Field(default=0, description="Distinct analysts behind the malicious verdicts counted.")
 
 
 class ScopeStats(BaseModel):
@@ -113,8 +115,14 @@ def verdict_stats(ctx: ToolContext, args: VerdictStatsInput) -> VerdictStatsOutp
     q = (select(*keys, func.count()).select_from(DecisionRow)
          .outerjoin(latest, latest.c.decision_id == DecisionRow.decision_id)
          .outerjoin(VerdictRow, VerdictRow.id == latest.c.vid).where(*conds).group_by(*keys))
+    people = (select(DecisionRow.policy_id, DecisionRow.threshold_scope, DecisionRow.outcome, VerdictRow.verdict,
+                     func.count(func.distinct(VerdictRow.analyst))).select_from(DecisionRow)
+              .join(latest, latest.c.decision_id == DecisionRow.decision_id)
+              .join(VerdictRow, VerdictRow.id == latest.c.vid).where(*conds)
+              .group_by(DecisionRow.policy_id, DecisionRow.threshold_scope, DecisionRow.outcome, VerdictRow.verdict))
     with ctx.sessions() as s:
         rows = s.execute(q).all()
+        analysts = {(pid, sc, o, v): n for pid, sc, o, v, n in s.execute(people).all()}
     acc: dict[tuple[str, str], dict[str, dict[str, int]]] = {}
     attacks: dict[tuple[str, str], dict[str, int]] = {}
     for pid, scope, outcome, verdict, attack, n in rows:
@@ -125,7 +133,10 @@ def verdict_stats(ctx: ToolContext, args: VerdictStatsInput) -> VerdictStatsOutp
             per[attack or "unspecified"] = per.get(attack or "unspecified", 0) + n
     out = []
     for key in sorted(acc):
-        by = {o: OutcomeVerdicts(decisions=sum(c.values()), **c) for o, c in acc[key].items()}
+        by = {o: OutcomeVerdicts(decisions=sum(c.values()), **c,
+                                 benign_analysts=analysts.get((*key, o, "benign"), 0),
+                                 malicious_analysts=analysts.get((*key, o, "malicious"), 0))
+              for o, c in acc[key].items()}
         out.append(ScopeStats(policy_id=key[0], scope=key[1], decisions=sum(v.decisions for v in by.values()),
                               by_outcome=by, benign_share_of_labelled_denials=_share(by[Outcome.DENY]),
                               benign_share_of_labelled_step_ups=_share(by[Outcome.STEP_UP]),

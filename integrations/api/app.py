@@ -12,12 +12,13 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from integrations import faults
-from integrations.actions import ApprovedSweeper
 from integrations.api import errors, metrics
 from integrations.api.routes import agent, audit, decisions, events, health, policies, proposals, tickets
 from integrations.enrichment import start_enrichment_worker
 from integrations.principals import ConfigError, load_principals
 from integrations.runtime import Runtime
+from integrations.services.deps import ServiceDeps
+from integrations.sweeper import ApprovedSweeper
 from integrations.witness import Checkpointer
 
 
@@ -38,6 +39,7 @@ def create_app(runtime: Runtime, *, start_worker: bool = True) -> FastAPI:
     app.state.principal_entries = load_principals(runtime.settings.principals_path)
     app.state.tool_context = runtime.tool_context(with_index=False, with_model=False)
     app.state.write_lock = threading.Lock()
+    app.state.services = ServiceDeps.from_runtime(runtime, write_lock=app.state.write_lock)
     app.state.group_commit = events.GroupCommit(app.state.write_lock)
     app.state.checkpointer = None
     errors.install(app)
@@ -60,7 +62,7 @@ def _lifespan(start_worker: bool):  # type: ignore[no-untyped-def]
             return
         rt: Runtime = app.state.runtime
         faults.warn_if_armed(faults.parse(rt.settings.failpoints))
-        sweeper = ApprovedSweeper(rt, write_lock=app.state.write_lock)
+        sweeper = ApprovedSweeper(app.state.services)
         await run_in_threadpool(sweeper.run_once)  # approvals whose execution a crash cut off, before serving
         sweeper.start()
         worker, close = start_enrichment_worker(rt, write_lock=app.state.write_lock)

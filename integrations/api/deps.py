@@ -82,7 +82,7 @@ def requires(allowed: frozenset[Role], what: str) -> Callable[[Principal], Princ
 
 Reader = Annotated[Principal, Depends(requires(READERS, "read decisions"))]
 Ingester = Annotated[Principal, Depends(requires(INGESTERS, "post events"))]
-VerdictAuthor = Annotated[Principal, Depends(requires(READERS, "record verdicts"))]
+VerdictAuthor = Annotated[Principal, Depends(requires(frozenset({Role.ANALYST, Role.POLICY_OWNER}), "record verdicts"))]
 
 
 def get_tools(request: Request, p: CurrentPrincipal) -> ToolContext:

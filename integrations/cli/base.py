@@ -44,11 +44,3 @@ def _dump(obj: Any) -> None:
 def _progress() -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     console=err, transient=False)
-
-
-def _principal_or_fail(rt: Runtime, who: str):
-    p = rt.principals.get(who)
-    if p is None:
-        _fail(f"{who!r} is not a principal in {rt.settings.principals_path}; known: "
-              f"{', '.join(sorted(rt.principals))}", 2)
-    return p

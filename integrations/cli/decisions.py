@@ -12,11 +12,9 @@ import typer
 
 from integrations import render
 from integrations.cli.base import _dump, _fail, _progress, _rt, app, audit_app, err
-from risk.engine import Rejected, decision_record
+from integrations.runtime import Runtime
+from risk.engine import Rejected
 from risk.model import ModelNotFoundError
-from risk.replay import replay as run_replay
-from risk.store.queries import NotFound, add_verdict, get_decision, replay_frame, session_decisions
-from risk.timeline import build_timeline
 
 
 @app.command()
@@ -100,32 +98,33 @@ def score(source: Annotated[str, typer.Argument(help="JSON-lines file of native 
         raise typer.Exit(1)
 
 
+def _tool(rt: Runtime, name: str, args: dict[str, Any]) -> Any:
+    """Call a registry tool (the path every channel reads facts through); refusals fail the command."""
+    from tools.registry import ToolInputError, ToolNotFound, call_tool
+
+    try:
+        return call_tool(rt.tool_context(with_index=False), name, args)
+    except ToolNotFound as exc:
+        _fail(f"no {exc.kind} {exc.key!r}")
+    except ToolInputError as exc:
+        _fail("; ".join(f"{p.field}: {p.message}" for p in exc.problems), 2)
+
+
 @app.command()
 def explain(decision_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Why a decision came out as it did: drivers, thresholds and rules, what would change it."""
-    rt = _rt()
-    with rt.sessions() as s:
-        try:
-            d, e = get_decision(s, decision_id)
-        except NotFound as exc:
-            _fail(str(exc))
-        rec = decision_record(d)
-        if as_json:
-            _dump({"decision": rec, "explanation": e.body, "event": d.event})
-        else:
-            typer.echo(render.explanation_text(rec, e.body))
+    got = _tool(_rt(), "get_decision", {"decision_id": decision_id})
+    rec, body = got.decision.model_dump(mode="json"), got.explanation.model_dump(mode="json")
+    if as_json:
+        _dump({"decision": rec, "explanation": body, "event": got.event})
+    else:
+        typer.echo(render.explanation_text(rec, body))
 
 
 @app.command()
 def timeline(session_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """What changed in a session, decision by decision."""
-    rt = _rt()
-    with rt.sessions() as s:
-        try:
-            rows = session_decisions(s, session_id)
-        except NotFound as exc:
-            _fail(str(exc))
-        t = build_timeline(session_id, [({**decision_record(d), "event": d.event}, e.body) for d, e in rows])
+    t = _tool(_rt(), "session_timeline", {"session_id": session_id})
     if as_json:
         _dump(t.model_dump())
     else:
@@ -148,16 +147,12 @@ def replay(policy: Annotated[str, typer.Option("--policy")],
         doc = rt.policy.get(policy)
     except KeyError:
         _fail(f"no policy {policy!r}; known: {', '.join(d.id for d in rt.policy.docs)}", 2)
-    entry = next((t for t in doc.thresholds if t.scope == scope), None)
-    if entry is None:
+    if not any(t.scope == scope for t in doc.thresholds):
         _fail(f"{policy} sets no thresholds for {scope}; it sets: {', '.join(t.scope for t in doc.thresholds) or 'none'}", 2)
-    su = entry.step_up_at if step_up_at is None else step_up_at
-    with rt.sessions() as s:
-        frame = replay_frame(s, policy_id=policy, scope=scope)
-    try:
-        result = run_replay(frame, policy_id=policy, scope=scope, step_up_at=su, deny_at=deny_at)
-    except ValueError as exc:
-        _fail(str(exc), 2)
+    args = {"policy_id": policy, "scope": scope, "deny_at": deny_at}
+    if step_up_at is not None:
+        args["step_up_at"] = step_up_at
+    result = _tool(rt, "replay_threshold", args).result
     if as_json:
         _dump(result.model_dump())
     else:
@@ -166,26 +161,29 @@ def replay(policy: Annotated[str, typer.Option("--policy")],
 
 @app.command()
 def verdict(decision_id: str, value: Annotated[str, typer.Argument(help="malicious or benign")],
-            analyst: Annotated[str, typer.Option("--analyst")],
+            as_: Annotated[str | None, typer.Option("--as", help="the analyst you act as (see `approve`)")] = None,
+            token_file: Annotated[Path | None, typer.Option("--token-file")] = None,
+            local_operator: Annotated[bool, typer.Option("--local-operator")] = False,
             attack_type: Annotated[str | None, typer.Option("--attack-type")] = None,
             note: Annotated[str | None, typer.Option("--note")] = None) -> None:
-    """Record an analyst's verdict on a decision (feeds threshold replay)."""
-    from risk.audit import AuditKind
+    """Record your verdict on a decision as an analyst or policy owner (feeds threshold replay); audited."""
+    from integrations.cli.identity import IdentityError, resolve
+    from integrations.services.deps import ServiceDeps
+    from integrations.services.verdicts import VerdictRefusal, record_verdict
 
     rt = _rt()
-    now = rt.clock()
-    with rt.sessions.begin() as s:
-        try:
-            add_verdict(s, decision_id=decision_id, verdict=value, analyst=analyst, attack_type=attack_type, note=note,
-                        at=now.strftime("%Y-%m-%dT%H:%M:%SZ"))
-        except (NotFound, ValueError) as exc:
-            _fail(str(exc), 2)
-        rt.ledger.append(s, kind=AuditKind.VERDICT, subject_id=decision_id,
-                         payload={"decision_id": decision_id, "verdict": value, "attack_type": attack_type,
-                                  "analyst": analyst, "note": note}, at=now)
+    try:
+        who = resolve(rt, as_=as_, token_file=token_file, local_operator=local_operator)
+    except IdentityError as exc:
+        _fail(str(exc), 2)
+    deps = ServiceDeps.from_runtime(rt)
+    got = record_verdict(deps=deps, principal=who.principal, decision_id=decision_id, verdict=value,
+                         attack_type=attack_type, note=note, attestation=who.attestation)
+    if got.refusal is not None:
+        _fail(got.message or got.refusal.value, 1 if got.refusal is VerdictRefusal.NOT_ENTITLED else 2)
     with rt.sessions.begin() as s:
         rt.ledger.checkpoint(s)
-    err.print(f"recorded: {decision_id} is {value}")
+    err.print(f"recorded: {decision_id} is {value} (by {who.principal.id})")
 
 
 @audit_app.command("verify")

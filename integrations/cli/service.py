@@ -116,9 +116,10 @@ def _print_service_intro(rt: Runtime, result: Any, host: str, port: int, *, serv
 
 
 def _ask_text(rt: Runtime, question: str) -> str:
-    from integrations.actions import ask, new_thread_id
+    from integrations.services.ask import ask, new_thread_id
+    from integrations.services.deps import ServiceDeps
 
-    out = ask(rt, question=question, asked_by="ana", thread_id=new_thread_id("demo"))
+    out = ask(deps=ServiceDeps.from_runtime(rt), question=question, asked_by="ana", thread_id=new_thread_id("demo"))
     return out["answer"] + ("" if out["verified"] else "\n(failed verification)")
 
 

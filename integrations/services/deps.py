@@ -7,8 +7,10 @@ build an LLM client) are providers, so a service that does not need them never b
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +44,8 @@ class ServiceDeps:
         engine: provider of the decision engine (raises ModelNotFoundError without a model).
         agent: provider of the agent's dependencies (planner, narrator, IAM adapter).
         graph: provider of the compiled agent graph with its checkpointer.
+        write_lock: serialises the process's writers (SQLite has one); held only around short transactions,
+            never across a language-model call or an approval wait (the app passes its own).
     """
 
     settings: Settings
@@ -55,9 +59,12 @@ class ServiceDeps:
     engine: Callable[[], DecisionEngine]
     agent: Callable[[], AgentDeps]
     graph: Callable[[], Any]
+    write_lock: AbstractContextManager[Any] = field(default_factory=threading.Lock)
 
     @classmethod
-    def from_runtime(cls, rt: Runtime) -> ServiceDeps:
-        return cls(settings=rt.settings, sessions=rt.sessions, ledger=rt.ledger, clock=rt.clock, policy=rt.policy,
+    def from_runtime(cls, rt: Runtime, *, write_lock: AbstractContextManager[Any] | None = None) -> ServiceDeps:
+        extra = {} if write_lock is None else {"write_lock": write_lock}
+        return cls(**extra,  # type: ignore[arg-type]
+                   settings=rt.settings, sessions=rt.sessions, ledger=rt.ledger, clock=lambda: rt.clock(), policy=rt.policy,
                    rules=rt.approval_rules, principals=rt.principals, tools=rt.tool_context(),
                    engine=lambda: rt.engine, agent=lambda: rt.agent_deps, graph=lambda: rt.graph)

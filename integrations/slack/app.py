@@ -61,7 +61,7 @@ def _authorizer(client: WebClient, token: str) -> Callable[..., AuthorizeResult]
     return authorize
 
 
-def build_slack_app(rt: Runtime, *, entries: Mapping[str, PrincipalEntry]) -> App:
+def build_slack_app(rt: Runtime, *, entries: Mapping[str, PrincipalEntry], deps: Any = None) -> App:
     """The bolt app for ``rt``: signing secret and bot token from its settings, Web API calls to
     ``settings.slack_api_url``, principals (for Slack user id mapping) from ``entries``.
 
@@ -88,5 +88,5 @@ def build_slack_app(rt: Runtime, *, entries: Mapping[str, PrincipalEntry]) -> Ap
         return next_()
 
     app.use(dedupe)
-    Listeners(rt=rt, directory=SlackDirectory.from_entries(entries)).register(app)
+    Listeners(rt=rt, directory=SlackDirectory.from_entries(entries), deps=deps).register(app)
     return app

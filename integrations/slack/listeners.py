@@ -1,11 +1,12 @@
 """The Slack listeners: questions (mentions and direct messages), decision buttons, the exception modal,
 and Approve / Reject on proposals.
 
-Asking, drafting and deciding go through the one path every channel uses: ``integrations.actions.ask``,
+Asking, drafting and deciding go through the one path every channel uses: ``integrations.services.ask``,
 the ``propose_action`` / ``get_decision`` / ``session_timeline`` tools of the registry, and
-``integrations.actions.decide_proposal`` with ``Channel.SLACK`` (the approval rules of POL-EXC-007 decide,
+``integrations.services.proposals.decide`` with ``Channel.SLACK`` (the approval rules of POL-EXC-007 decide,
 exactly as over the API). A message's text only ever becomes a question; only a click or a modal
-submission by a mapped principal drafts or decides anything.
+submission by a mapped principal drafts or decides anything, and an unmapped user's question never drafts
+a proposal (they can ask, not originate).
 
 Where proposals go: a proposal drafted in Slack (from a button or the modal, or by the agent in an answer)
 is posted in the thread it was requested in, mentioning the mapped principals whose roles may decide it.
@@ -25,9 +26,11 @@ from typing import Any
 from slack_bolt import Ack, App, BoltContext, Respond
 from slack_sdk import WebClient
 
-from agent.approval import ApprovalError, Channel, Kind, Principal
-from integrations.actions import ask, decide_proposal, new_thread_id
+from agent.approval import Channel, Kind, Principal
 from integrations.runtime import Runtime
+from integrations.services.ask import ask, new_thread_id
+from integrations.services.deps import ServiceDeps
+from integrations.services.proposals import Outcome, decide
 from integrations.slack import blocks as ui
 from integrations.slack.identity import SlackDirectory
 from risk.store.control import ProposalRow
@@ -45,6 +48,7 @@ MODAL_FIELDS = {"resource_id": ui.RESOURCE, "duration_hours": ui.DURATION, "reas
 class Listeners:
     rt: Runtime
     directory: SlackDirectory
+    deps: ServiceDeps | None = None  # the app's (sharing its write lock); built from ``rt`` when not given
 
     def register(self, app: App) -> None:
         app.event("app_mention")(self.on_mention)
@@ -55,6 +59,10 @@ class Listeners:
         app.action(ui.APPROVE)(self.on_approve)
         app.action(ui.REJECT)(self.on_reject)
         app.view(ui.EXCEPTION_MODAL)(self.on_exception_submitted)
+
+    @cached_property
+    def services(self) -> ServiceDeps:
+        return self.deps if self.deps is not None else ServiceDeps.from_runtime(self.rt)
 
     @cached_property
     def tools(self) -> ToolContext:
@@ -83,8 +91,8 @@ class Listeners:
                                     text="Ask me about an access decision, e.g. why was alice denied at 10:32?")
             return
         try:
-            out = ask(self.rt, question=question, asked_by=self.directory.asked_by(user),
-                      thread_id=new_thread_id("slack"))
+            out = ask(deps=self.services, question=question, asked_by=self.directory.asked_by(user),
+                      thread_id=new_thread_id("slack"), can_propose=self.directory.principal(user) is not None)
             got = self._decision(out["decision_ids"][0]) if out["decision_ids"] else None
             body = ui.answer_blocks(out, got)
         except Exception as exc:  # noqa: BLE001 - the analyst is told it failed; the cause goes to the log
@@ -187,13 +195,14 @@ class Listeners:
             _tell(respond, _unmapped_text(f"{verb} a proposal") + f" Approvals follow {self._cite_for(pid)}. "
                   "Nothing was changed.")
             return
-        try:
-            rec = decide_proposal(self.rt, proposal_id=pid, principal=principal, approve=approve,
-                                  channel=Channel.SLACK)
-        except ApprovalError as exc:
-            _tell(respond, f"You could not {verb} `{ui.esc(pid)}` [{exc.reason.value}]: {ui.esc(exc)}. "
-                  "Nothing was changed.")
+        got = decide(deps=self.services, proposal_id=pid, principal=principal, approve=approve, channel=Channel.SLACK)
+        if got.outcome is Outcome.REFUSED:
+            assert got.refusal is not None
+            _tell(respond, f"You could not {verb} `{ui.esc(pid)}` [{got.refusal.value}]: "
+                  f"{ui.esc(got.message or '')}. Nothing was changed.")
             return
+        assert got.proposal is not None
+        rec = got.proposal.model_dump(mode="json")
         channel, _ = _thread_of(body)
         client.chat_update(channel=channel, ts=body["message"]["ts"], text=f"Proposal {pid}: {rec['status']}",
                            blocks=self._proposal_blocks(rec))

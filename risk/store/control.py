@@ -38,6 +38,8 @@ class ApprovalRow(Base):
     channel: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     at_ms: Mapped[int] = mapped_column(BigInteger)
+    # the roles the approver held when deciding; the executor re-derives entitlement from them (None: not counted)
+    roles: Mapped[list[str] | None] = mapped_column(JSONType, nullable=True)
 
     __table_args__ = (UniqueConstraint("proposal_id", "principal", name="uq_approvals_proposal_principal"),)
 

@@ -37,11 +37,17 @@ def count_decisions(s: Session) -> int:
 
 def add_verdict(s: Session, *, decision_id: str, verdict: str, analyst: str, at: str,
                 attack_type: str | None = None, note: str | None = None) -> VerdictRow:
+    """Record ``analyst``'s current verdict on a decision. History is kept: the analyst's earlier current
+    verdict on it (if any) is marked superseded by the new row, never overwritten or deleted."""
     if verdict not in ("malicious", "benign"):
         raise ValueError("verdict must be 'malicious' or 'benign'")
     get_decision(s, decision_id)
     row = VerdictRow(decision_id=decision_id, verdict=verdict, attack_type=attack_type, analyst=analyst, note=note, at=at)
     s.add(row)
+    s.flush()
+    for old in s.scalars(select(VerdictRow).where(VerdictRow.decision_id == decision_id, VerdictRow.analyst == analyst,
+                                                  VerdictRow.superseded_by.is_(None), VerdictRow.id != row.id)):
+        old.superseded_by = row.id
     return row
 
 

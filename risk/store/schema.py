@@ -81,6 +81,10 @@ class VerdictRow(Base):
     analyst: Mapped[str] = mapped_column(String(128))
     note: Mapped[str | None] = mapped_column(Text, nullable=True)
     at: Mapped[str] = mapped_column(String(40))
+    # the id of the same analyst's later verdict on the same decision; None while it is the current one
+    superseded_by: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+    __table_args__ = (Index("ix_verdicts_decision_analyst", "decision_id", "analyst"),)
 
 
 class CounterRow(Base):

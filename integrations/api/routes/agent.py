@@ -1,5 +1,6 @@
 """The agent over HTTP: a decision's narrative for an audience, and questions to the agent. Both go through
-``integrations.actions`` (the path the CLI and Slack use), so the same gather, narrator and verifier answer."""
+``integrations.services.ask`` (the path the CLI and Slack use), so the same gather, narrator and verifier
+answer. No lock is held while a turn waits on a language model."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ from fastapi import APIRouter, Query, Request
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from agent.narrative import Audience
-from integrations.actions import ask, explain_decision
 from integrations.api.deps import Reader, SmallBody
 from integrations.api.errors import ProblemError, from_validation, invalid, problem_responses, self_contained
-from integrations.runtime import Runtime
+from integrations.services.ask import AskOwnerMismatch, ThreadBusy, ask, explain_decision
+from integrations.services.deps import ServiceDeps
 from tools.registry import ToolNotFound
 
 router = APIRouter(tags=["agent"])
@@ -48,9 +49,9 @@ def read_narrative(
 ) -> dict[str, Any]:
     """The decision explained in plain language for ``audience``, with its claims and policy citations,
     checked against the evidence (``verified``; a failed language-model draft is replaced and reported)."""
-    rt: Runtime = request.app.state.runtime
+    deps: ServiceDeps = request.app.state.services
     try:
-        return explain_decision(rt, decision_id=decision_id, audience=audience)
+        return explain_decision(deps=deps, decision_id=decision_id, audience=audience).model_dump(mode="json")
     except ToolNotFound as exc:
         raise ProblemError(404, f"no {exc.kind} {exc.key!r}", extra={"kind": exc.kind}) from None
 
@@ -58,7 +59,7 @@ def read_narrative(
 @router.post("/v1/ask",
              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
                  "schema": self_contained(AskIn.model_json_schema())}}}},
-             responses=problem_responses(400, 401, 403, 413, 422))
+             responses=problem_responses(400, 401, 403, 409, 413, 422))
 def post_ask(request: Request, principal: Reader, raw: SmallBody) -> dict[str, Any]:
     """Ask the agent: a grounded answer with its claims, citations, the decisions it is about, whether it
     passed verification, any proposal it drafted (pending until approved) and the ``thread_id``."""
@@ -66,18 +67,17 @@ def post_ask(request: Request, principal: Reader, raw: SmallBody) -> dict[str, A
         body = AskIn.model_validate(raw)
     except ValidationError as exc:
         raise invalid(from_validation(exc)) from None
-    rt: Runtime = request.app.state.runtime
-    if body.thread_id is not None:
+    deps: ServiceDeps = request.app.state.services
+    try:
+        return ask(deps=deps, question=body.question, asked_by=principal.id, audience=body.audience,
+                   thread_id=body.thread_id)
+    except AskOwnerMismatch:
         # A thread is its asker's: continuing someone else's would restart their thread (and any approval
         # it waits for) under a different name.
-        values = rt.graph.get_state({"configurable": {"thread_id": body.thread_id}}).values or {}
-        owner = values.get("asked_by")
-        if owner is not None and owner != principal.id:
-            raise ProblemError(403, f"thread {body.thread_id!r} was started by another principal; omit thread_id "
-                                    "to start your own", errors=[{"field": "thread_id",
-                                                                 "message": "belongs to another principal"}])
-    # Not under the app's write lock: a turn may wait seconds on a language model, and event ingestion must
-    # not wait with it. Turns run one at a time (integrations.actions); their few writes (the audit entry,
-    # a drafted proposal) are short transactions that the database serialises with ingestion's.
-    return ask(rt, question=body.question, asked_by=principal.id, audience=body.audience,
-               thread_id=body.thread_id)
+        raise ProblemError(403, f"thread {body.thread_id!r} was started by another principal; omit thread_id "
+                                "to start your own", errors=[{"field": "thread_id",
+                                                             "message": "belongs to another principal"}]) from None
+    except ThreadBusy:
+        raise ProblemError(409, f"thread {body.thread_id!r} is answering another question right now; retry when "
+                                "it is done", slug="thread-busy", title="Thread busy",
+                           errors=[{"field": "thread_id", "message": "a turn is in progress"}]) from None

@@ -1,5 +1,6 @@
 """Decisions, session timelines and verdicts. Reads go through the tool registry (the same tools the
-agent and Slack use); a verdict is recorded and audited exactly as `glassgate verdict` does."""
+agent and Slack use); a verdict is recorded by ``integrations.services.verdicts.record_verdict``, as
+`glassgate verdict` does (analysts and policy owners only; history kept; audited)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,8 @@ from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Fiel
 
 from integrations.api.deps import Reader, SmallBody, ToolsDep, VerdictAuthor
 from integrations.api.errors import ProblemError, from_validation, invalid, problem_responses
-from risk.audit import AuditKind
+from integrations.services.verdicts import VerdictRefusal, record_verdict
 from risk.policy import Outcome
-from risk.store.queries import NotFound, add_verdict
 from tools.registry import ToolInputError, ToolNotFound, call_tool
 
 router = APIRouter(tags=["decisions"])
@@ -144,24 +144,18 @@ class VerdictIn(BaseModel):
                  "schema": VerdictIn.model_json_schema()}}}},
              responses=problem_responses(400, 401, 403, 404, 413, 422))
 def post_verdict(decision_id: str, request: Request, principal: VerdictAuthor, raw: SmallBody) -> dict[str, Any]:
-    """Record the calling analyst's verdict on a decision (it feeds threshold replay); audited."""
+    """Record the calling analyst's current verdict on a decision (it feeds threshold replay); audited. Only
+    analysts and policy owners may; a later verdict by the same analyst supersedes theirs (history is kept)."""
     try:
         body = VerdictIn.model_validate(raw)
     except ValidationError as exc:
         raise invalid(from_validation(exc)) from None
-    rt = request.app.state.runtime
-    with request.app.state.write_lock:
-        now = rt.clock()
-        at = now.strftime("%Y-%m-%dT%H:%M:%SZ")
-        with rt.sessions.begin() as s:
-            try:
-                add_verdict(s, decision_id=decision_id, verdict=body.verdict, analyst=principal.id,
-                            attack_type=body.attack_type, note=body.note, at=at)
-            except NotFound:
-                raise ProblemError(404, f"no decision {decision_id!r}", extra={"kind": "decision"}) from None
-            entry = rt.ledger.append(s, kind=AuditKind.VERDICT, subject_id=decision_id,
-                                     payload={"decision_id": decision_id, "verdict": body.verdict,
-                                              "attack_type": body.attack_type, "analyst": principal.id,
-                                              "note": body.note}, at=now)
-    return {"decision_id": decision_id, "verdict": body.verdict, "attack_type": body.attack_type,
-            "analyst": principal.id, "note": body.note, "at": at, "audit_seq": entry.seq}
+    got = record_verdict(deps=request.app.state.services, principal=principal, decision_id=decision_id,
+                         verdict=body.verdict, attack_type=body.attack_type, note=body.note)
+    if got.refusal is VerdictRefusal.NOT_FOUND:
+        raise ProblemError(404, got.message or "", extra={"kind": "decision"})
+    if got.refusal is not None:
+        raise ProblemError(403, got.message or "", extra={"reason": got.refusal.value})
+    return {"decision_id": decision_id, "verdict": got.verdict, "attack_type": got.attack_type,
+            "analyst": got.analyst, "note": got.note, "at": got.at, "audit_seq": got.audit_seq,
+            "verdict_id": got.verdict_id, "supersedes": got.superseded}

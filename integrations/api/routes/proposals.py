@@ -1,6 +1,7 @@
-"""Proposals over HTTP: list, read, approve and reject. Deciding goes through
-``integrations.actions.decide_proposal`` with ``Channel.API``: the approval rules of the exception-process
-policy decide who may approve what (the requester never may), whatever the token's roles."""
+"""Proposals over HTTP: list, read, approve and reject. Deciding is the one approval function,
+``integrations.services.proposals.decide`` with ``Channel.API``: the approval rules of the exception-process
+policy decide who may approve what (the requester never may), whatever the token's roles. No lock is held
+here: the service holds the write lock only around its own short transactions."""
 
 from __future__ import annotations
 
@@ -9,13 +10,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, ValidationError
 
-from agent.approval import ApprovalError, Channel, Principal, Refusal, Status
-from agent.proposals import list_proposals, record
-from integrations.actions import decide_proposal, expire
+from agent.approval import Channel, Principal, Refusal, Status
 from integrations.api.deps import SMALL_MAX_BYTES, ProposalDecider, Reader, SmallBody, parse_json, read_limited
 from integrations.api.errors import ProblemError, from_validation, invalid, problem_responses
-from integrations.runtime import Runtime
-from risk.store.control import ProposalRow
+from integrations.services import proposals as service
+from integrations.services.deps import ServiceDeps
 
 router = APIRouter(tags=["proposals"])
 
@@ -62,9 +61,9 @@ async def _optional_body(request: Request) -> Any:
 OptionalSmallBody = Annotated[Any, Depends(_optional_body)]
 
 
-def _rt(request: Request) -> Runtime:
-    rt: Runtime = request.app.state.runtime
-    return rt
+def _deps(request: Request) -> ServiceDeps:
+    deps: ServiceDeps = request.app.state.services
+    return deps
 
 
 def _body(model: type[BaseModel], raw: Any) -> Any:
@@ -76,16 +75,16 @@ def _body(model: type[BaseModel], raw: Any) -> Any:
 
 def _decide(request: Request, proposal_id: str, principal: Principal, *, approve: bool,
             reason: str | None) -> dict[str, Any]:
-    rt = _rt(request)
-    with request.app.state.write_lock:
-        try:
-            return decide_proposal(rt, proposal_id=proposal_id, principal=principal, approve=approve,
-                                   channel=Channel.API, reason=reason)
-        except ApprovalError as exc:
-            verb = "approval" if approve else "rejection"
-            raise ProblemError(REFUSAL_STATUS[exc.reason], str(exc), slug=f"approval-{exc.reason.value.replace('_', '-')}",
-                               title=f"The {verb} was refused",
-                               extra={"reason": exc.reason.value, "proposal_id": proposal_id}) from None
+    got = service.decide(deps=_deps(request), proposal_id=proposal_id, principal=principal, approve=approve,
+                         channel=Channel.API, reason=reason)
+    if got.outcome is service.Outcome.REFUSED:
+        assert got.refusal is not None
+        verb = "approval" if approve else "rejection"
+        raise ProblemError(REFUSAL_STATUS[got.refusal], got.message or got.refusal.value,
+                           slug=f"approval-{got.refusal.value.replace('_', '-')}", title=f"The {verb} was refused",
+                           extra={"reason": got.refusal.value, "proposal_id": proposal_id})
+    assert got.proposal is not None
+    return got.proposal.model_dump(mode="json")
 
 
 def _decision_body(model: type[BaseModel]) -> dict[str, Any]:
@@ -101,25 +100,19 @@ def list_all(
 ) -> dict[str, Any]:
     """Proposals newest first, with their approvals and status (pending ones past their expiry are
     expired first, as the CLI does)."""
-    rt = _rt(request)
-    with request.app.state.write_lock:
-        expire(rt)
-    with rt.sessions() as s:
-        recs = list_proposals(s, rules=rt.approval_rules, status=status, limit=limit)
+    recs = service.list_proposals(deps=_deps(request), status=status, limit=limit)
     return {"proposals": [r.model_dump(mode="json") for r in recs]}
 
 
 @router.get("/v1/proposals/{proposal_id}", responses=problem_responses(401, 403, 404))
 def read_one(proposal_id: str, request: Request, principal: Reader) -> dict[str, Any]:
     """One proposal: its payload, the evidence behind it, its approvals and, once applied, the result."""
-    rt = _rt(request)
-    with request.app.state.write_lock:
-        expire(rt)
-    with rt.sessions() as s:
-        row = s.get(ProposalRow, proposal_id)
-        if row is None:
-            raise ProblemError(404, f"no proposal {proposal_id!r}", extra={"kind": "proposal"})
-        return record(s, row, rt.approval_rules).model_dump(mode="json")
+    deps = _deps(request)
+    service.expire(deps=deps)
+    rec = service.read_proposal(deps=deps, proposal_id=proposal_id)
+    if rec is None:
+        raise ProblemError(404, f"no proposal {proposal_id!r}", extra={"kind": "proposal"})
+    return rec.model_dump(mode="json")
 
 
 @router.post("/v1/proposals/{proposal_id}/approve", openapi_extra=_decision_body(ApproveIn),

@@ -31,5 +31,6 @@ async def slack_events(request: Request) -> Response:
 
 def install(app: FastAPI) -> None:
     """Build the bolt app over ``app.state.runtime`` and mount it (only when Slack is configured)."""
-    app.state.slack_app = build_slack_app(app.state.runtime, entries=app.state.principal_entries)
+    app.state.slack_app = build_slack_app(app.state.runtime, entries=app.state.principal_entries,
+                                          deps=app.state.services)
     app.include_router(router)
