@@ -17,24 +17,26 @@ import os
 import tempfile
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from contextlib import closing
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from itertools import islice
 from pathlib import Path
 from typing import Any, cast
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy import BigInteger, CheckConstraint, Integer, String, Table, Text, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from risk.audit_anchors import Anchors, read_anchors, read_witness
 from risk.audit_heads import HeadSigner, HeadSink, HeadVerifier, SignedHead
+from risk.audit_report import AuditCheck, AuditFailure, LedgerError, TreeHead, VerifyReport
 from risk.events import canonical_json
 from risk.merkle import Accumulator, merkle_root
 from risk.store.base import Base
 
-__all__ = ["merkle_root"]  # re-exported: callers hash with it next to the ledger
+# re-exported: callers use them next to the ledger
+__all__ = ["AuditCheck", "AuditFailure", "LedgerError", "TreeHead", "VerifyReport", "merkle_root"]
 
 GENESIS_HASH = "0" * 64
 _CHUNK = 2000
@@ -88,54 +90,6 @@ class AuditEntryOut(BaseModel):
     payload: dict[str, Any]
     prev_hash: str
     leaf_hash: str
-
-
-class TreeHead(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    size: int
-    root: str
-    last_hash: str
-
-
-class AuditCheck(StrEnum):
-    """Which check a verification failure comes from."""
-
-    ENTRIES = "entries"  # the stored entries, their leaf hashes and the hash chain
-    HEAD = "head"  # the audit_head row in the database
-    WITNESS = "witness"  # the witness file (presence, form, the ledger's agreement with it)
-    SIGNATURE = "signature"  # the Ed25519 signature on a head
-    SINK = "sink"  # the newest head in an external append-only sink
-
-
-class AuditFailure(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    check: AuditCheck
-    seq: int | None
-    problem: str
-
-
-class VerifyReport(BaseModel):
-    """``problem`` and ``first_bad_seq`` are the first failure's; ``failures`` lists each one found, and
-    ``anchors`` what the ledger was checked against (the witness, the signing key, each sink)."""
-
-    ok: bool
-    size: int
-    root: str | None
-    first_bad_seq: int | None
-    problem: str | None
-    checked_at: datetime
-    failures: list[AuditFailure] = []
-    anchors: list[str] = []
-
-
-class LedgerError(RuntimeError):
-    """The ledger refused an operation; ``report`` holds the failed verification, if any."""
-
-    def __init__(self, message: str, report: VerifyReport | None = None):
-        super().__init__(message)
-        self.report = report
 
 
 def leaf_hash(entry: Mapping[Any, Any]) -> str:
@@ -265,7 +219,7 @@ class Ledger:
         if head is None:
             raise LedgerError(f"refusing to checkpoint: {report.problem}", report)
         if self.witness_path is not None:
-            current, _ = self._read_witness()
+            current, _ = read_witness(self.witness_path)
             if current is not None and current.size < head.size:  # never move the witness backwards
                 signed = self._publish(SignedHead(ledger_id=current.ledger_id, at=_iso(self._clock()),
                                                   **head.model_dump()))
@@ -321,7 +275,7 @@ class Ledger:
 
     def _verify(self, session: Session, *, anchored: bool = True) -> tuple[VerifyReport, TreeHead | None]:
         acc = Accumulator()
-        anchors = self._anchors() if anchored else _Anchors([], [], [])
+        anchors = read_anchors(self.witness_path, self.verifier, self.sinks) if anchored else Anchors([], [], [])
         with closing(self._problems(session, acc, anchors)) as problems:
             failures = [AuditFailure(check=c, seq=seq, problem=p) for seq, c, p in islice(problems, _MAX_FAILURES)]
         now = self._clock()
@@ -337,39 +291,8 @@ class Ledger:
                               checked_at=now, anchors=anchors.names)
         return report, head
 
-    def _anchors(self) -> _Anchors:
-        """The heads found outside the database, with the problems found in reading or checking them."""
-        out = _Anchors([], [], [])
-        if self.witness_path is None:
-            return out
-        out.names.append(f"witness {self.witness_path}")
-        witness, problem = self._read_witness()
-        if problem is not None:
-            out.problems.append((None, AuditCheck.WITNESS, problem))
-        if self.verifier is not None:
-            out.names.append(f"audit key {self.verifier.key_id}")
-        for sink in self.sinks:
-            out.names.append(sink.name)
-            latest = sink.latest()
-            if isinstance(latest, str):
-                out.problems.append((None, AuditCheck.SINK, latest))
-            elif latest is not None:
-                out.heads.append((f"newest head in the {sink.name}", AuditCheck.SINK, latest))
-                if witness is not None and latest.ledger_id != witness.ledger_id:
-                    out.problems.append((None, AuditCheck.SINK, (
-                        f"the {sink.name} last recorded ledger {latest.ledger_id}, but the witness names "
-                        f"ledger {witness.ledger_id}: the ledger was replaced or re-initialised")))
-        if witness is not None:
-            out.heads.insert(0, ("witness", AuditCheck.WITNESS, witness))
-        if self.verifier is not None:
-            for where, _check, head in out.heads:
-                bad = self.verifier.problem(head, where)
-                if bad is not None:
-                    out.problems.append((None, AuditCheck.SIGNATURE, bad))
-        return out
-
     def _problems(
-        self, session: Session, acc: Accumulator, anchors: _Anchors
+        self, session: Session, acc: Accumulator, anchors: Anchors
     ) -> Generator[tuple[int | None, AuditCheck, str], None, None]:
         """Yield (first bad seq, check, sentence) for each problem, entries in seq order first."""
         head = session.execute(select(_HEAD.c.size, _HEAD.c.last_hash).where(_HEAD.c.id == 1)).one_or_none()
@@ -421,25 +344,6 @@ class Ledger:
                        f"the ledger was truncated: the {where} records {w} entries, {held}; first missing entry is {n}")
             elif roots.get(w) != anchor.root:
                 yield None, check, f"the ledger was rewritten: its first {w} entries no longer hash to the {where} root"
-
-    def _read_witness(self) -> tuple[SignedHead | None, str | None]:
-        if self.witness_path is None:
-            return None, None
-        if not self.witness_path.exists():
-            return None, (f"the witness file {self.witness_path} is missing: it was deleted, or the ledger was "
-                          "never initialised (`glassgate audit init`)")
-        try:
-            return SignedHead.model_validate_json(self.witness_path.read_bytes()), None
-        except (OSError, ValidationError):
-            return None, f"the witness file {self.witness_path} is unreadable or not a tree head"
-
-
-@dataclass
-class _Anchors:
-    names: list[str]  # what the ledger is checked against, for the report
-    heads: list[tuple[str, AuditCheck, SignedHead]]  # (where it was found, its check, the head)
-    problems: list[tuple[int | None, AuditCheck, str]]
-
 
 def _write_atomically(path: Path, data: bytes) -> None:
     """Write a file so readers see the old or the new content, never a torn one."""
