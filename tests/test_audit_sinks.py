@@ -3,7 +3,6 @@ receives; a sink that refuses stops the checkpoint before the witness moves. And
 
 from __future__ import annotations
 
-import json
 import threading
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
