@@ -18,11 +18,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from agent.claim_lexicon import action_statements, disputes
 from agent.completeness import missing_parts
 from agent.narrative import Claim, Evidence, Intent, Narrative, Verification, VerificationFailure
 from agent.narrator_offline import evidence_numbers
-from agent.textnorm import fold, mixed_script_words, scripts, visible
+from agent.textnorm import fold
+from agent.verifier_reading import mixed_scripts, paraphrased_actions, paraphrased_disputes
 from risk.catalog import FEATURES
 
 NUMBER = re.compile(r"(?<![\w.\-§/:])[-+]?\d[\d,]*(?:\.\d+)?(?![\w\-])")
@@ -187,7 +187,7 @@ def verify(narrative: Narrative, ev: Evidence) -> Verification:
             failures.append(VerificationFailure(check="citation", detail=f"{cit.policy_id} v{cit.version} "
                                                 f"§{cit.section} was not retrieved"))
     text = fold(narrative.text)  # what a reader sees: every check below reads this form
-    failures += _mixed_scripts(narrative.text, ev)
+    failures += mixed_scripts(narrative.text, _strings(ev.model_dump(mode="json")))
     allowed = _numbers_allowed(ev)
     for m in NUMBER.finditer(text):
         if not (_written(m.group()) & allowed):
@@ -212,7 +212,7 @@ def verify(narrative: Narrative, ev: Evidence) -> Verification:
         failures.append(VerificationFailure(check="contradiction", detail="the text disputes a decision the evidence "
                                             f"does not hold: {any_dispute.group()!r}"))
     else:
-        failures += _paraphrased_disputes(own, d)
+        failures += paraphrased_disputes(own, d)
     if ev.intent is Intent.WHY_DECISION and ev.decision and ev.explanation:
         # the minimum a reason people can defend names (agent.completeness): a terse draft is not one
         for part in missing_parts(text, ev.decision, ev.explanation):
@@ -222,42 +222,8 @@ def verify(narrative: Narrative, ev: Evidence) -> Verification:
         failures.append(VerificationFailure(check="action_claim", detail=f"the text reports an action as done "
                                             f"({acted.group()!r}); a narrative only explains, actions are proposals"))
     else:
-        failures += _paraphrased_actions(own, d)
+        failures += paraphrased_actions(own, d)
     return Verification(verified=not failures, failures=failures)
-
-
-def _mixed_scripts(raw: str, ev: Evidence) -> list[VerificationFailure]:
-    """A word mixing scripts is refused unless it is quoted from the evidence (a user agent may hold one)."""
-    quoted = set(mixed_script_words("\n".join(_strings(ev.model_dump(mode="json")))))
-    return [VerificationFailure(check="script", detail=f"{word!r} mixes {' and '.join(sorted(_scripts(word)))} letters: "
-                                "it reads as one word and matches as another")
-            for word in mixed_script_words(raw) if word not in quoted]
-
-
-def _scripts(word: str) -> set[str]:
-    return {x.title() for x in scripts(visible(word))}
-
-
-def _paraphrased_disputes(own: str, d: dict[str, Any]) -> list[VerificationFailure]:
-    """Disputes the patterns above miss, recognised in paraphrase: against a denial or step-up any form; with no
-    decision in the evidence, a reversal or an error said of a decision (a safety remark needs a decision)."""
-    out = []
-    for st in disputes(own):
-        if d.get("outcome") in ("deny", "step_up") or (not d and st.what in ("reversal", "error")):
-            what = f"a {d['outcome']} that the evidence supports" if d else "a decision the evidence does not hold"
-            out.append(VerificationFailure(check="contradiction", detail=f"the text disputes {what} "
-                                           f"({st.what}: {st.words!r})"))
-    return out[:1]
-
-
-def _paraphrased_actions(own: str, d: dict[str, Any]) -> list[VerificationFailure]:
-    """Action reports in paraphrase; one stands only when the evidence records it (an exception in force)."""
-    for st in action_statements(own):
-        grounded = bool(d.get("exception")) and "exception" in st.sentence.lower() and st.what in ("approve", "apply")
-        if not grounded:
-            return [VerificationFailure(check="action_claim", detail=f"the text reports an action as done "
-                                        f"({st.what}: {st.words!r}); a narrative only explains, actions are proposals")]
-    return []
 
 
 def _risks(ev: Evidence) -> list[float]:
