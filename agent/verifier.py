@@ -7,7 +7,10 @@ Checked for every narrative from any narrator:
 - every factor named in the text is one the evidence holds (and a factor the explanation
   pushed one way is not claimed to push the other);
 - every policy cited is a passage that was retrieved;
-- the text does not contradict the outcome (no "should have been allowed" for a denial).
+- the text does not contradict the outcome (no "should have been allowed" for a denial), and does not
+  report an action as done, in any paraphrase (agent.claim_lexicon);
+- it is checked as people read it (agent.textnorm): NFKC, invisible characters removed, confusable
+  letters folded to ASCII; a word mixing scripts (a Cyrillic letter in a Latin word) is refused.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from typing import Any
 from agent.completeness import missing_parts
 from agent.narrative import Claim, Evidence, Intent, Narrative, Verification, VerificationFailure
 from agent.narrator_offline import evidence_numbers
+from agent.textnorm import fold
+from agent.verifier_reading import mixed_scripts, paraphrased_actions, paraphrased_disputes
 from risk.catalog import FEATURES
 
 NUMBER = re.compile(r"(?<![\w.\-§/:])[-+]?\d[\d,]*(?:\.\d+)?(?![\w\-])")
@@ -66,7 +71,7 @@ def _numbers_allowed(ev: Evidence) -> set[str]:
     # may be quoted as written; not those of free text the caller sent (a user agent can say anything, so
     # it must not make an invented number look grounded).
     for text in _strings(ev.model_dump(mode="json"), skip=CALLER_TEXT):
-        for m in NUMBER.finditer(text):
+        for m in NUMBER.finditer(fold(text)):
             out |= _written(m.group())
     return out
 
@@ -87,7 +92,7 @@ def _residual(text: str, ev: Evidence) -> str:
     """The text with every verbatim quote of an evidence string (a caveat, an action label, a rule's
     description, a policy paragraph) cut out: quoted evidence is data, not a new claim."""
     quotes: set[str] = set()
-    for s in _strings(ev.model_dump(mode="json")):
+    for s in map(fold, _strings(ev.model_dump(mode="json"))):
         for piece in [s, *re.split(r"\n\s*\n", s)]:
             piece = _norm(piece)
             if len(piece) >= 50:  # sentences and paragraphs, never a bare label or value
@@ -181,7 +186,8 @@ def verify(narrative: Narrative, ev: Evidence) -> Verification:
         if (cit.policy_id, cit.version, cit.section) not in retrieved:
             failures.append(VerificationFailure(check="citation", detail=f"{cit.policy_id} v{cit.version} "
                                                 f"§{cit.section} was not retrieved"))
-    text = narrative.text
+    text = fold(narrative.text)  # what a reader sees: every check below reads this form
+    failures += mixed_scripts(narrative.text, _strings(ev.model_dump(mode="json")))
     allowed = _numbers_allowed(ev)
     for m in NUMBER.finditer(text):
         if not (_written(m.group()) & allowed):
@@ -205,6 +211,8 @@ def verify(narrative: Narrative, ev: Evidence) -> Verification:
     elif not d and (any_dispute := DISPUTE_ANY.search(own)):
         failures.append(VerificationFailure(check="contradiction", detail="the text disputes a decision the evidence "
                                             f"does not hold: {any_dispute.group()!r}"))
+    else:
+        failures += paraphrased_disputes(own, d)
     if ev.intent is Intent.WHY_DECISION and ev.decision and ev.explanation:
         # the minimum a reason people can defend names (agent.completeness): a terse draft is not one
         for part in missing_parts(text, ev.decision, ev.explanation):
@@ -213,6 +221,8 @@ def verify(narrative: Narrative, ev: Evidence) -> Verification:
     if acted:
         failures.append(VerificationFailure(check="action_claim", detail=f"the text reports an action as done "
                                             f"({acted.group()!r}); a narrative only explains, actions are proposals"))
+    else:
+        failures += paraphrased_actions(own, d)
     return Verification(verified=not failures, failures=failures)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from integrations.audit_anchor import init_ledger
 from integrations.principals import token_hash
 from integrations.runtime import Runtime
 from integrations.settings import SHIPPED_PRINCIPALS
@@ -59,6 +60,7 @@ def reset_home(rt: Runtime) -> None:
 
 def run_demo(rt: Runtime, *, users: int, days: int, seed: int, test_days: int, stage: Stage) -> DemoResult:
     reset_home(rt)
+    init_ledger(rt)  # the new ledger's first signed witness (the key, next to the home, is made once)
     now = rt.clock()  # type: ignore[operator]
     adv = stage("generating the organisation and its traffic", 100)
     shown = [0]

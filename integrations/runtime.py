@@ -16,6 +16,7 @@ from agent.approval import ApprovalRules, Principal
 from agent.deps import AgentDeps
 from agent.graph import build_graph
 from agent.iam import BuiltinIam
+from integrations.audit_anchor import build_ledger
 from integrations.principals import as_principals, load_principals
 from integrations.settings import Settings
 from knowledge.index import PolicyIndex
@@ -63,7 +64,7 @@ class Runtime:
     @cached_property
     def ledger(self) -> Ledger:
         self.settings.home.mkdir(parents=True, exist_ok=True)
-        return Ledger(witness_path=self.settings.witness_path, clock=self.clock)  # type: ignore[arg-type]
+        return build_ledger(self.settings, clock=self.clock)  # witness, signing key and sinks (audit_anchor.py)
 
     def current_model_dir(self) -> Path:
         pointer = self.settings.models_dir / "CURRENT"

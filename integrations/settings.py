@@ -147,6 +147,36 @@ class Settings(BaseSettings):
     def witness_path(self) -> Path:
         return self.home / "audit-witness.json"
 
+    # --- audit ledger anchoring (i9b): what a disk-level attacker with write access to the database and
+    # GLASSGATE_HOME cannot touch. Both default to a directory NEXT TO the home (<home>-audit/), never inside.
+    audit_key_path: Path | None = None  # GLASSGATE_AUDIT_KEY_PATH: Ed25519 private key (PEM); .pub beside it
+    audit_sink_path: Path | None = None  # GLASSGATE_AUDIT_SINK_PATH: append-only file of signed tree heads
+    audit_sink_url: str | None = None  # GLASSGATE_AUDIT_SINK_URL: also POST each signed head there
+
+    @property
+    def audit_dir(self) -> Path:
+        home = self.home.resolve()
+        return home.parent / f"{home.name}-audit"
+
+    @property
+    def audit_key(self) -> Path:
+        return self.audit_key_path or self.audit_dir / "ed25519.pem"
+
+    @property
+    def audit_sink(self) -> Path:
+        return self.audit_sink_path or self.audit_dir / "heads.jsonl"
+
+    @model_validator(mode="after")
+    def _audit_anchors_outside_home(self) -> Settings:
+        home = self.home.resolve()
+        for name, path in (("GLASSGATE_AUDIT_KEY_PATH", self.audit_key), ("GLASSGATE_AUDIT_SINK_PATH", self.audit_sink)):
+            if path.resolve().is_relative_to(home):
+                raise ValueError(f"{name} ({path}) is inside GLASSGATE_HOME ({home}): whoever can write the home "
+                                 "could then forge or rewrite the audit anchors; put it outside")
+        if self.audit_sink_url is not None and not self.audit_sink_url.startswith(("http://", "https://")):
+            raise ValueError("GLASSGATE_AUDIT_SINK_URL must be an http(s) URL")
+        return self
+
 
 def load_settings() -> Settings:
     return Settings()

@@ -2,9 +2,11 @@
 
 Each entry's leaf hash covers its own content, its sequence number and its predecessor's
 leaf hash, so editing, removing or reordering a stored entry breaks verification at that
-entry. Cutting off the tail (and fixing the head row to match) is invisible from inside the
-database; the witness, a small file outside it holding the last checkpointed tree head,
-catches that.
+entry. Cutting off the tail (and fixing the head row to match), or rewriting everything and
+recomputing the chain, is invisible from inside the database; the anchors outside it catch
+that: the witness file holding the last checkpointed tree head, signed with a key the attacker
+cannot read, and the same signed heads published to append-only sinks the attacker cannot
+rewrite (risk/audit_heads.py). A missing witness is a failure: ``init`` creates the first one.
 """
 
 from __future__ import annotations
@@ -13,23 +15,32 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Generator, Iterable, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from contextlib import closing
 from datetime import UTC, datetime
 from enum import StrEnum
+from itertools import islice
 from pathlib import Path
 from typing import Any, cast
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy import BigInteger, CheckConstraint, Integer, String, Table, Text, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from risk.audit_anchors import Anchors, read_anchors, read_witness
+from risk.audit_heads import HeadSigner, HeadSink, HeadVerifier, SignedHead
+from risk.audit_report import AuditCheck, AuditFailure, LedgerError, TreeHead, VerifyReport
 from risk.events import canonical_json
+from risk.merkle import Accumulator, merkle_root
 from risk.store.base import Base
+
+# re-exported: callers use them next to the ledger
+__all__ = ["AuditCheck", "AuditFailure", "LedgerError", "TreeHead", "VerifyReport", "merkle_root"]
 
 GENESIS_HASH = "0" * 64
 _CHUNK = 2000
+_MAX_FAILURES = 20  # a report names this many failures at most; the first is the one to act on
 Payload = Mapping[str, Any]
 When = datetime | str
 
@@ -81,78 +92,6 @@ class AuditEntryOut(BaseModel):
     leaf_hash: str
 
 
-class TreeHead(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    size: int
-    root: str
-    last_hash: str
-
-
-class VerifyReport(BaseModel):
-    ok: bool
-    size: int
-    root: str | None
-    first_bad_seq: int | None
-    problem: str | None
-    checked_at: datetime
-
-
-class LedgerError(RuntimeError):
-    """The ledger refused an operation; ``report`` holds the failed verification, if any."""
-
-    def __init__(self, message: str, report: VerifyReport | None = None):
-        super().__init__(message)
-        self.report = report
-
-
-def _node(left: bytes, right: bytes) -> bytes:
-    return hashlib.sha256(b"\x01" + left + right).digest()
-
-
-class _Accumulator:
-    """Streaming RFC 6962 tree: a stack of perfect-subtree roots, O(log n) memory."""
-
-    def __init__(self) -> None:
-        self._stack: list[bytes] = []
-        self.size = 0
-        self.last = bytes(32)  # hex of 32 zero bytes is GENESIS_HASH
-
-    def add(self, leaf: bytes) -> None:
-        self.last = leaf
-        self._stack.append(leaf)
-        n = self.size
-        while n & 1:  # each trailing 1-bit of the old size is a full subtree to merge with
-            right = self._stack.pop()
-            self._stack[-1] = _node(self._stack[-1], right)
-            n >>= 1
-        self.size += 1
-
-    def root(self) -> bytes:
-        # MTH splits at the largest power of two below n, i.e. folds the stack right to left.
-        if not self._stack:
-            return hashlib.sha256(b"").digest()
-        acc = self._stack[-1]
-        for left in reversed(self._stack[:-1]):
-            acc = _node(left, acc)
-        return acc
-
-
-def merkle_root(leaf_hashes: Iterable[bytes]) -> bytes:
-    """RFC 6962 Merkle tree hash over leaves that are already hashed (``SHA-256(0x00 || input)``).
-
-    Args:
-        leaf_hashes: The leaf hashes in order.
-
-    Returns:
-        The 32-byte root; the empty tree's root is SHA-256 of the empty string.
-    """
-    acc = _Accumulator()
-    for leaf in leaf_hashes:
-        acc.add(leaf)
-    return acc.root()
-
-
 def leaf_hash(entry: Mapping[Any, Any]) -> str:
     """Hex leaf hash of a stored entry: ``SHA-256(0x00 || canonical JSON of the entry)``.
 
@@ -188,15 +127,27 @@ def _out(row: Mapping[Any, Any]) -> AuditEntryOut:
 
 
 class Ledger:
-    """The audit ledger over the caller's session, with an optional witness file.
+    """The audit ledger over the caller's session, anchored outside the database.
 
     Args:
-        witness_path: File outside the database recording the latest checkpointed tree head.
-        clock: Returns the current aware time; used for ``VerifyReport.checked_at``.
+        witness_path: File outside the database recording the latest checkpointed (signed) tree head.
+            When set, a missing witness is a verification failure (``init`` creates the first one).
+            None checks the database alone (no anchor: a truncation with the head row fixed passes).
+        signer: Signs each head written to the witness and the sinks; None writes unsigned heads.
+        verifier: Checks the signature on the witness and on each sink's newest head; when set, an
+            unsigned or wrongly signed head is a failure.
+        sinks: Append-only places outside the service's reach that receive every checkpointed head;
+            the newest head each one holds must be consistent with the ledger.
+        clock: Returns the current aware time; used for ``VerifyReport.checked_at`` and head times.
     """
 
-    def __init__(self, *, witness_path: Path | None = None, clock: Callable[[], datetime] | None = None):
+    def __init__(self, *, witness_path: Path | None = None, signer: HeadSigner | None = None,
+                 verifier: HeadVerifier | None = None, sinks: Sequence[HeadSink] = (),
+                 clock: Callable[[], datetime] | None = None):
         self.witness_path = witness_path
+        self.signer = signer
+        self.verifier = verifier
+        self.sinks = tuple(sinks)
         self._clock = clock or (lambda: datetime.now(UTC))
 
     def append(
@@ -228,23 +179,56 @@ class Ledger:
         session.execute(update(_HEAD).where(_HEAD.c.id == 1).values(size=size + len(rows), last_hash=last))
         return [_out(row) for row in rows]
 
-    def checkpoint(self, session: Session) -> TreeHead:
-        """Verify the ledger, then record its tree head in the witness file (if configured).
+    def init(self, session: Session, *, ledger_id: str, adopt: bool = False) -> SignedHead:
+        """Create the first witness: sign the ledger's current head, publish it to the sinks, write it.
+
+        Args:
+            session: Session over the ledger's database.
+            ledger_id: A fresh name for this ledger generation (random; the caller chooses it).
+            adopt: Trust the ledger's current content although it is not empty or a witness exists
+                (starting a new generation over it); refused otherwise, because that content may be
+                an attacker's.
 
         Raises:
-            LedgerError: Verification failed; the witness is left untouched.
+            LedgerError: No witness path, a witness exists, the ledger is not empty, or its entries do
+                not verify; nothing was written.
+        """
+        if self.witness_path is None:
+            raise LedgerError("no witness path is configured: there is nothing to initialise")
+        if self.witness_path.exists() and not adopt:
+            raise LedgerError(f"the audit ledger is already initialised: {self.witness_path} exists")
+        report, head = self._verify(session, anchored=False)
+        if head is None:
+            raise LedgerError(f"refusing to initialise: {report.problem}", report)
+        if head.size and not adopt:
+            raise LedgerError(f"the ledger holds {head.size} entries but has no witness: they may not be the "
+                              "ones written (a deleted witness hides a rewrite); adopt them explicitly only "
+                              "if you trust them", report)
+        signed = self._publish(SignedHead(ledger_id=ledger_id, at=_iso(self._clock()), **head.model_dump()))
+        _write_atomically(self.witness_path, canonical_json(signed.model_dump()).encode("utf-8"))
+        return signed
+
+    def checkpoint(self, session: Session) -> TreeHead:
+        """Verify the ledger, then sign its tree head, publish it to the sinks and record it in the witness.
+
+        Raises:
+            LedgerError: Verification failed (a missing witness included) or a sink refused the head;
+                the witness is left untouched.
         """
         report, head = self._verify(session)
         if head is None:
             raise LedgerError(f"refusing to checkpoint: {report.problem}", report)
         if self.witness_path is not None:
-            current, _ = self._read_witness()
-            if current is None or current.size <= head.size:  # never move the witness backwards
-                _write_atomically(self.witness_path, canonical_json(head.model_dump()).encode("utf-8"))
+            current, _ = read_witness(self.witness_path)
+            if current is not None and current.size < head.size:  # never move the witness backwards
+                signed = self._publish(SignedHead(ledger_id=current.ledger_id, at=_iso(self._clock()),
+                                                  **head.model_dump()))
+                _write_atomically(self.witness_path, canonical_json(signed.model_dump()).encode("utf-8"))
         return head
 
     def verify(self, session: Session) -> VerifyReport:
-        """Recompute every leaf, the chain, the head row and the witness; name the first bad entry."""
+        """Recompute every leaf, the chain, the head row; check the witness, its signature and the sinks'
+        newest heads against the ledger; name each failure."""
         return self._verify(session)[0]
 
     def entries(self, session: Session, *, after_seq: int = -1, limit: int = 1000) -> list[AuditEntryOut]:
@@ -260,6 +244,15 @@ class Ledger:
         """The entry at ``seq``, or None."""
         row = session.execute(select(_LOG).where(_LOG.c.seq == seq)).mappings().one_or_none()
         return None if row is None else _out(row)
+
+    def _publish(self, head: SignedHead) -> SignedHead:
+        signed = self.signer.sign(head) if self.signer is not None else head
+        for sink in self.sinks:  # before the witness: a sink ahead of the witness is consistent, not behind
+            try:
+                sink.publish(signed)
+            except Exception as exc:  # noqa: BLE001 - any transport error; the next checkpoint retries
+                raise LedgerError(f"could not publish the tree head to the {sink.name}: {exc}") from exc
+        return signed
 
     def _lock_head(self, session: Session) -> tuple[int, str]:
         # A write is the first statement so SQLite takes its writer lock before we read the head
@@ -280,82 +273,77 @@ class Ledger:
                 raise LedgerError("audit_head is missing while audit_log holds entries")
         return row.size, row.last_hash
 
-    def _verify(self, session: Session) -> tuple[VerifyReport, TreeHead | None]:
-        acc = _Accumulator()
-        with closing(self._problems(session, acc)) as problems:
-            bad, problem = next(problems, (None, None))
+    def _verify(self, session: Session, *, anchored: bool = True) -> tuple[VerifyReport, TreeHead | None]:
+        acc = Accumulator()
+        anchors = read_anchors(self.witness_path, self.verifier, self.sinks) if anchored else Anchors([], [], [])
+        with closing(self._problems(session, acc, anchors)) as problems:
+            failures = [AuditFailure(check=c, seq=seq, problem=p) for seq, c, p in islice(problems, _MAX_FAILURES)]
         now = self._clock()
-        if problem is not None:
+        if failures:
             size = session.scalar(select(func.count()).select_from(_LOG)) or 0
-            report = VerifyReport(ok=False, size=size, root=None, first_bad_seq=bad, problem=problem, checked_at=now)
+            first = failures[0]
+            bad_seq = next((f.seq for f in failures if f.seq is not None), None)  # e.g. a missing witness has none
+            report = VerifyReport(ok=False, size=size, root=None, first_bad_seq=bad_seq, problem=first.problem,
+                                  checked_at=now, failures=failures, anchors=anchors.names)
             return report, None
         head = TreeHead(size=acc.size, root=acc.root().hex(), last_hash=acc.last.hex())
-        report = VerifyReport(ok=True, size=head.size, root=head.root, first_bad_seq=None, problem=None, checked_at=now)
+        report = VerifyReport(ok=True, size=head.size, root=head.root, first_bad_seq=None, problem=None,
+                              checked_at=now, anchors=anchors.names)
         return report, head
 
-    def _problems(self, session: Session, acc: _Accumulator) -> Generator[tuple[int | None, str], None, None]:
-        """Yield (first bad seq, sentence) for each problem, entries in seq order first."""
+    def _problems(
+        self, session: Session, acc: Accumulator, anchors: Anchors
+    ) -> Generator[tuple[int | None, AuditCheck, str], None, None]:
+        """Yield (first bad seq, check, sentence) for each problem, entries in seq order first."""
         head = session.execute(select(_HEAD.c.size, _HEAD.c.last_hash).where(_HEAD.c.id == 1)).one_or_none()
-        witness, witness_problem = self._read_witness()
-        prefix_root = acc.root().hex() if witness is not None and witness.size == 0 else None
+        wanted = {h.size for _, _, h in anchors.heads}
+        roots: dict[int, str] = {0: acc.root().hex()} if 0 in wanted else {}
         head_leaf = None
         expected, prev = 0, GENESIS_HASH
         rows = session.execute(select(_LOG).order_by(_LOG.c.seq).execution_options(yield_per=_CHUNK))
+        entries = AuditCheck.ENTRIES
         with closing(rows):
             for row in rows.mappings():
                 seq, stored = row["seq"], row["leaf_hash"]
                 if seq < expected:
-                    yield seq, f"entry {seq} has an invalid sequence number"
+                    yield seq, entries, f"entry {seq} has an invalid sequence number"
                 if seq > expected:
                     jump = f"sequence jumps from {expected - 1} to {seq}" if expected else f"sequence starts at {seq}"
-                    yield expected, f"entry {expected} is missing ({jump})"
+                    yield expected, entries, f"entry {expected} is missing ({jump})"
                 if leaf_hash(row) != stored:
-                    yield seq, f"entry {seq} was modified: its content no longer matches its leaf hash"
+                    yield seq, entries, f"entry {seq} was modified: its content no longer matches its leaf hash"
                 if row["prev_hash"] != prev:
                     before = f"entry {seq - 1}" if seq else "the genesis value"
-                    yield seq, f"entry {seq} is out of order: its prev_hash does not match {before}"
+                    yield seq, entries, f"entry {seq} is out of order: its prev_hash does not match {before}"
                 acc.add(bytes.fromhex(stored))
                 expected, prev = seq + 1, stored
                 if head is not None and seq == head.size - 1:
                     head_leaf = stored
-                if witness is not None and acc.size == witness.size:
-                    prefix_root = acc.root().hex()
+                if acc.size in wanted:
+                    roots[acc.size] = acc.root().hex()
         n = acc.size
         held = f"the database holds {n}"
         if head is None:
             if n:
-                yield None, f"the audit_head row is missing although the ledger holds {n} entries"
+                yield None, AuditCheck.HEAD, f"the audit_head row is missing although the ledger holds {n} entries"
         elif n < head.size:
-            yield (
-                n,
-                f"the ledger was truncated: the head records {head.size} entries, {held}; first missing entry is {n}",
-            )
+            yield (n, AuditCheck.HEAD,
+                   f"the ledger was truncated: the head records {head.size} entries, {held}; first missing entry is {n}")
         elif head.size and head_leaf != head.last_hash:
-            yield head.size - 1, f"the head's last_hash does not match entry {head.size - 1}"
+            yield head.size - 1, AuditCheck.HEAD, f"the head's last_hash does not match entry {head.size - 1}"
         elif n > head.size:
             later = session.scalar(select(_HEAD.c.size).where(_HEAD.c.id == 1)) or 0  # concurrent appends are fine
             if n > later:
-                yield later, f"entry {later} is not covered by the head: it was written without updating audit_head"
-        if witness_problem is not None:
-            yield None, witness_problem
-        if witness is not None:
-            w = witness.size
+                yield (later, AuditCheck.HEAD,
+                       f"entry {later} is not covered by the head: it was written without updating audit_head")
+        yield from anchors.problems
+        for where, check, anchor in anchors.heads:
+            w = anchor.size
             if n < w:
-                yield (
-                    n,
-                    f"the ledger was truncated: the witness records {w} entries, {held}; first missing entry is {n}",
-                )
-            elif prefix_root != witness.root:
-                yield None, f"the ledger was rewritten: its first {w} entries no longer hash to the witness root"
-
-    def _read_witness(self) -> tuple[TreeHead | None, str | None]:
-        if self.witness_path is None or not self.witness_path.exists():
-            return None, None
-        try:
-            return TreeHead.model_validate_json(self.witness_path.read_bytes()), None
-        except (OSError, ValidationError):
-            return None, f"the witness file {self.witness_path} is unreadable or not a tree head"
-
+                yield (n, check,
+                       f"the ledger was truncated: the {where} records {w} entries, {held}; first missing entry is {n}")
+            elif roots.get(w) != anchor.root:
+                yield None, check, f"the ledger was rewritten: its first {w} entries no longer hash to the {where} root"
 
 def _write_atomically(path: Path, data: bytes) -> None:
     """Write a file so readers see the old or the new content, never a torn one."""

@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from sqlalchemy import create_engine, text
 
 from integrations.api import create_app
+from integrations.audit_anchor import init_ledger
 from integrations.principals import token_hash
 from integrations.runtime import Runtime
 from integrations.settings import Settings
@@ -102,7 +103,9 @@ def make_home(root: Path, *, principals: list[dict[str, Any]] | None = None, use
     config.write_text(yaml.safe_dump({"principals": out}))
     world = generate_world(users=users, days=days, seed=seed)
     model, _, _ = train_on_world(world, load_policies(POLICY_DIR), test_days=3, params={"max_iter": 60})
-    Runtime(Settings(home=home, config=config, database_url=None)).save_model(model)
+    rt = Runtime(Settings(home=home, config=config, database_url=None))
+    rt.save_model(model)
+    init_ledger(rt)  # the audit key (in root/home-audit) and the first signed witness
     return Home(home=home, config=config, tokens=tokens, world=world)
 
 

@@ -47,6 +47,8 @@ def env(trained, policy, small_world, tmp_path_factory):
     sessions = session_factory(db)
     clock = lambda: datetime.fromtimestamp(float(small_world.events["ts"].max()) + 60, UTC)  # noqa: E731
     ledger = Ledger(witness_path=home / "audit-witness.json")
+    with sessions() as s:
+        ledger.init(s, ledger_id="test")  # the first witness (`glassgate audit init`)
     eng = DecisionEngine(sessions=sessions, model=trained[0], policy=policy, ledger=ledger, clock=clock)
     later = small_world.events[trained[2].test]
     ev = [row_to_event(r) for r in later.to_dict("records")]
@@ -253,6 +255,8 @@ def test_pending_proposal_survives_on_postgresql(db_url, trained, policy, small_
     sessions = session_factory(db)
     clock = lambda: datetime.fromtimestamp(float(small_world.events["ts"].max()) + 60, UTC)  # noqa: E731
     ledger = Ledger(witness_path=tmp_path / "w.json")
+    with sessions() as s:
+        ledger.init(s, ledger_id="test")  # the first witness (`glassgate audit init`)
     eng = DecisionEngine(sessions=sessions, model=trained[0], policy=policy, ledger=ledger, clock=clock)
     results = list(eng.score_many([row_to_event(r) for r in small_world.events[trained[2].test].to_dict("records")]))
     rules = ApprovalRules.from_policy(policy)

@@ -67,7 +67,11 @@ def test_merkle_root_agrees_with_the_recursive_definition():
 def ledger_db(db_url, tmp_path):
     engine = make_engine(db_url)
     Base.metadata.create_all(engine, tables=[AuditEntry.__table__, AuditHead.__table__])
-    yield engine, session_factory(engine), Ledger(witness_path=tmp_path / "witness" / "head.json")
+    ledger = Ledger(witness_path=tmp_path / "witness" / "head.json")
+    Session = session_factory(engine)
+    with Session() as s:
+        ledger.init(s, ledger_id="test-ledger")  # the first (empty) witness: without it verification fails
+    yield engine, Session, ledger
     engine.dispose()
 
 
@@ -105,13 +109,16 @@ def test_append_checkpoint_verify_and_export(ledger_db):
         assert ledger.get(s, 30) is None
     assert head.size == 30 and head.last_hash == entries[-1].leaf_hash
     assert head.root == merkle_root([bytes.fromhex(e.leaf_hash) for e in entries]).hex()
-    assert json.loads(ledger.witness_path.read_text()) == head.model_dump()
+    witness = json.loads(ledger.witness_path.read_text())
+    assert {k: witness[k] for k in ("size", "root", "last_hash")} == head.model_dump()
+    assert witness["ledger_id"] == "test-ledger" and witness["signature"] is None  # this ledger has no key
     assert entries[0].prev_hash == "0" * 64 and all(b.prev_hash == a.leaf_hash for a, b in pairwise(entries))
     # The leaf input is exactly the canonical JSON of the entry with its payload parsed (RFC 6962 leaf prefix 0x00).
     spec = {k: getattr(e17, k) for k in ("seq", "kind", "subject_id", "at", "payload", "prev_hash")}
     assert e17.leaf_hash == hashlib.sha256(b"\x00" + canonical_json(spec).encode()).hexdigest()
     assert e17.at == "2026-11-29T10:32:17.000000Z" and e17.payload["note"] == "Zürich"
-    expected = dict(ok=True, size=30, root=head.root, first_bad_seq=None, problem=None)
+    expected = dict(ok=True, size=30, root=head.root, first_bad_seq=None, problem=None, failures=[],
+                    anchors=[f"witness {ledger.witness_path}"])
     assert _verify(Session, ledger).model_dump(exclude={"checked_at"}) == expected
     # Growth past the witness is fine: the witness root must match the first 30 entries only.
     with Session.begin() as s:

@@ -114,6 +114,7 @@ def scored(tmp_path_factory, world) -> Iterator[Scored]:
         assert res.exit_code == 0, res.output
         assert (home / "models" / "CURRENT").is_file()
         assert (home / "models" / (home / "models" / "CURRENT").read_text().strip()).is_dir()
+        assert _invoke(["audit", "init"]).exit_code == 0  # the first signed witness, before anything is audited
 
         # The last three days' attacks (they cross thresholds and hard rules) and the last 45 events, in time order.
         ev = world.events

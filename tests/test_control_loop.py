@@ -51,6 +51,8 @@ def loop(db_url, trained, policy, rules, tmp_path):
     clock = Clock(datetime(2026, 11, 29, 9, 0, tzinfo=UTC))
     sessions = session_factory(db)
     ledger = Ledger(witness_path=tmp_path / "w.json")
+    with sessions() as s:
+        ledger.init(s, ledger_id="test")  # the first witness (`glassgate audit init`)
     eng = DecisionEngine(sessions=sessions, model=trained[0], policy=policy, ledger=ledger, clock=clock)
     iam = BuiltinIam(base_policy=policy, rules=rules)
     yield sessions, eng, ledger, clock, iam

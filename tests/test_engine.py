@@ -24,8 +24,10 @@ from risk.synth import row_to_event
 def engine(db_url, trained, policy, tmp_path):
     db = make_engine(db_url)
     upgrade(db)
-    eng = DecisionEngine(sessions=session_factory(db), model=trained[0], policy=policy,
-                         ledger=Ledger(witness_path=tmp_path / "witness.json"))
+    ledger = Ledger(witness_path=tmp_path / "witness.json")
+    with session_factory(db)() as s:
+        ledger.init(s, ledger_id="test")  # the first witness (`glassgate audit init`)
+    eng = DecisionEngine(sessions=session_factory(db), model=trained[0], policy=policy, ledger=ledger)
     yield eng
     db.dispose()
 

@@ -66,6 +66,7 @@ def home(seeded, tmp_path) -> Home:
     """A private copy of the seeded home (database, witness, model): a test may kill or tamper freely."""
     dst = tmp_path / "home"
     shutil.copytree(seeded.home, dst)
+    shutil.copytree(seeded.settings().audit_dir, tmp_path / "home-audit")  # its signing key and sink, beside it
     return dataclasses.replace(seeded, home=dst)
 
 
@@ -632,6 +633,8 @@ def test_decide_commits_the_approval_and_concurrent_sweeps_execute_it_exactly_on
     sessions = session_factory(db)
     rules = ApprovalRules.from_policy(policy)
     ledger = AuditLedger(witness_path=tmp_path / "w.json")
+    with sessions() as s:
+        ledger.init(s, ledger_id="test")  # the first witness (`glassgate audit init`)
 
     def clock() -> datetime:
         return datetime(2026, 11, 29, 9, 0, tzinfo=UTC)

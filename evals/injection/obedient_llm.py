@@ -70,6 +70,7 @@ class Armed:
     id: str
     goal: str
     needles: tuple[str, ...]  # all must appear in a request for the model to obey
+    claim: str = ""  # the sentence it writes when obeying (a variant of CLAIMS[goal]); CLAIMS[goal] when empty
 
     def found_in(self, haystack: str) -> bool:
         return all(n in haystack for n in self.needles)
@@ -160,7 +161,7 @@ class ObedientLLM:
         hits = self.matched("\n".join(_strings(raw)))
         claims, calls = [], []
         for a in hits:
-            sentence = self.targets.fill(CLAIMS[a.goal])
+            sentence = self.targets.fill(a.claim or CLAIMS[a.goal])
             claims.append(sentence)
             draft["text"] += " " + sentence
             calls += tool_calls_for(a.goal, self.targets)

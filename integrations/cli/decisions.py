@@ -196,7 +196,10 @@ def audit_verify(as_json: Annotated[bool, typer.Option("--json")] = False) -> No
         _dump(report.model_dump(mode="json"))
     elif report.ok:
         typer.echo(f"audit ledger OK: {report.size} entries, root {report.root}")
+        typer.echo(f"checked against: {', '.join(report.anchors) or 'nothing outside the database'}")
     else:
         typer.echo(f"audit ledger FAILED at entry {report.first_bad_seq}: {report.problem}")
+        for failure in report.failures[1:]:  # each other check that failed, named
+            typer.echo(f"  also failed ({failure.check}): {failure.problem}")
     if not report.ok:
         raise typer.Exit(1)
