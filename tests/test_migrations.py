@@ -16,6 +16,7 @@ import risk.audit  # noqa: F401  (registers the ledger's tables)
 import risk.store.control  # noqa: F401  (registers the control-loop tables)
 import risk.store.schema  # noqa: F401  (registers the decision tables)
 import risk.store.service  # noqa: F401  (registers the service tables)
+import risk.store.vendor  # noqa: F401  (registers the vendor tables)
 from risk.store.base import Base
 from risk.store.db import make_engine
 from risk.store.migrate import alembic_config, current, upgrade
