@@ -64,5 +64,12 @@ def set_mfa(d: Draft, method: str | None, source: str | None, *, why_missing: st
     d.set("auth.failed_attempts_1h", 0, None)  # derived from stored history by the ingest service
 
 
+def assume_posture(d: Draft, native: str, why: str) -> None:
+    """A posture control the vendor does not observe. Assumed present, and named: neither the vendor nor
+    glassgate saw it, so it must not tip the comparison of their decisions either way (assuming it absent
+    would make every sign-in look like an unmanaged device)."""
+    d.assume(native, True, why + "; assumed present so that posture nobody observed does not count")
+
+
 def user_defaults(d: Draft, vendor_name: str) -> None:
     d.assume("user.roles", [], f"{vendor_name} sign-in logs do not list the user's roles")

@@ -13,7 +13,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from integrations.ingest.common import mfa_method, set_country, set_mfa, sign_in_activity, stable_id, user_defaults
+from integrations.ingest.common import (
+    assume_posture,
+    mfa_method,
+    set_country,
+    set_mfa,
+    sign_in_activity,
+    stable_id,
+    user_defaults,
+)
 from integrations.ingest.families import family_of
 from integrations.ingest.observed import (
     Draft,
@@ -131,10 +139,10 @@ def map_entra(raw: Any) -> Mapped:
     for native, field in (("device.managed", "isManaged"), ("device.compliant", "isCompliant")):
         v = src.get(f"deviceDetail.{field}", bool)
         if v is None:
-            d.assume(native, False, f"deviceDetail.{field} is absent")
+            assume_posture(d, native, f"deviceDetail.{field} is absent")
         else:
             d.set(native, v, f"deviceDetail.{field}")
-    d.assume("device.edr_running", False, "Entra does not report EDR")
+    assume_posture(d, "device.edr_running", "Entra does not report EDR")
     if ua:
         d.set("device.user_agent", ua[:1024], "userAgent")
     # auth: authenticationDetails exist in beta and the Azure Monitor export, not in v1.0

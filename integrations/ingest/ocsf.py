@@ -13,7 +13,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from integrations.ingest.common import mfa_method, set_country, set_mfa, sign_in_activity, stable_id, user_defaults
+from integrations.ingest.common import (
+    assume_posture,
+    mfa_method,
+    set_country,
+    set_mfa,
+    sign_in_activity,
+    stable_id,
+    user_defaults,
+)
 from integrations.ingest.families import family_of
 from integrations.ingest.observed import (
     Draft,
@@ -114,10 +122,10 @@ def map_ocsf(raw: Any) -> Mapped:
     for native, attr in (("device.managed", "is_managed"), ("device.compliant", "is_compliant")):
         v = src.get(f"device.{attr}", bool)
         if v is None:
-            d.assume(native, False, f"device.{attr} is absent")
+            assume_posture(d, native, f"device.{attr} is absent")
         else:
             d.set(native, v, f"device.{attr}")
-    d.assume("device.edr_running", False, "OCSF Authentication has no EDR attribute")
+    assume_posture(d, "device.edr_running", "OCSF Authentication has no EDR attribute")
     method = None
     for i, f in enumerate(src.get("auth_factors", list) or []):
         name = f.get("factor_type") if isinstance(f, dict) else None

@@ -12,7 +12,15 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from integrations.ingest.common import mfa_method, set_country, set_mfa, sign_in_activity, stable_id, user_defaults
+from integrations.ingest.common import (
+    assume_posture,
+    mfa_method,
+    set_country,
+    set_mfa,
+    sign_in_activity,
+    stable_id,
+    user_defaults,
+)
 from integrations.ingest.families import family_of
 from integrations.ingest.observed import (
     LEVELS,
@@ -162,11 +170,11 @@ def map_okta(raw: Any) -> Mapped:
         d.set("device.user_agent", ua[:1024], "client.userAgent.rawUserAgent")
     managed = src.get("device.managed", bool)
     if managed is None:
-        d.assume("device.managed", False, "Okta sends device.managed only for Okta Verify devices")
+        assume_posture(d, "device.managed", "Okta sends device.managed only for Okta Verify devices")
     else:
         d.set("device.managed", managed, "device.managed")
-    d.assume("device.compliant", False, "Okta does not report device compliance")
-    d.assume("device.edr_running", False, "Okta does not report EDR")
+    assume_posture(d, "device.compliant", "Okta does not report device compliance")
+    assume_posture(d, "device.edr_running", "Okta does not report EDR")
     enc = src.get("device.disk_encryption_type", str)
     if enc is not None:
         d.set("device.disk_encrypted", enc.upper() not in ("NONE", "UNKNOWN"), "device.disk_encryption_type")

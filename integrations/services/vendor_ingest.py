@@ -24,9 +24,11 @@ from integrations.ingest.records import BadRecord
 from integrations.services.deps import ServiceDeps
 from risk.engine import Rejected, ScoreResult, decision_id_for
 from risk.events import parse_event
+from risk.store.schema import DecisionRow
 from risk.store.vendor import VendorObservationRow
 
 HOUR_MS = 3_600_000
+SESSION_MFA_MS = 12 * HOUR_MS  # an Okta or Entra session outlives no working day
 CHUNK = 500
 
 
@@ -122,7 +124,8 @@ def _chunk(deps: ServiceDeps, vendor: Vendor, raws: list[Any], base: int) -> lis
             else:
                 out[i] = IngestItem(index=i, status="rejected", vendor_event_id=vid, errors=[VendorFieldProblem(
                     field=_id_field(vendor), message=f"{vid!r} was ingested before with different content")])
-        natives = _with_failed_attempts(s, fresh)
+        natives, updated = _with_history(s, fresh)
+        fresh = [(i, m) for (i, _), m in zip(fresh, updated, strict=True)]
     if fresh:
         results = list(deps.engine().score_many(natives, chunk=len(natives)))
         with deps.sessions.begin() as s:
@@ -135,29 +138,46 @@ def _id_field(vendor: Vendor) -> str:
     return {Vendor.OKTA: "uuid", Vendor.ENTRA: "id", Vendor.OCSF: "metadata.uid"}[vendor]
 
 
-def _with_failed_attempts(s: Any, fresh: list[tuple[int, Mapped]]) -> list[dict[str, Any]]:
-    """Failed attempts in the hour before each event, counted from stored history and from earlier records of
-    this chunk (no vendor sends the count)."""
+def _with_history(s: Any, fresh: list[tuple[int, Mapped]]) -> tuple[list[dict[str, Any]], list[Mapped]]:
+    """Fill what no vendor sends but stored history holds: failed attempts in the hour before each event (the
+    user's failed credential checks, stored and earlier in this chunk), and, for a sign-in that shows no second
+    factor, the MFA of an earlier event in the same session with its age (SSO into an app rides on the session's
+    MFA). Returns the native events and the mapped records with their ``missing`` list brought up to date."""
     if not fresh:
-        return []
+        return [], []
     users = {m.event.user.id for _, m in fresh}
+    sids = {m.event.session_id for _, m in fresh}
     ts = [int(round(m.event.ts * 1000)) for _, m in fresh]
-    stored = s.execute(select(VendorObservationRow.user_id, VendorObservationRow.ts_ms).where(
-        VendorObservationRow.user_id.in_(users), VendorObservationRow.failure.is_(True),
-        VendorObservationRow.ts_ms >= min(ts) - HOUR_MS, VendorObservationRow.ts_ms <= max(ts))).all()
     failures: dict[str, list[int]] = defaultdict(list)
-    for u, t in stored:
+    for u, t in s.execute(select(VendorObservationRow.user_id, VendorObservationRow.ts_ms).where(
+            VendorObservationRow.user_id.in_(users), VendorObservationRow.failure.is_(True),
+            VendorObservationRow.ts_ms >= min(ts) - HOUR_MS, VendorObservationRow.ts_ms <= max(ts))):
         failures[u].append(t)
-    natives = []
+    mfa: dict[str, list[tuple[int, str, float]]] = defaultdict(list)  # session -> (ts_ms, method, minutes then)
+    for sid, t, ev in s.execute(select(DecisionRow.session_id, DecisionRow.ts_ms, DecisionRow.event).where(
+            DecisionRow.session_id.in_(sids), DecisionRow.ts_ms >= min(ts) - SESSION_MFA_MS,
+            DecisionRow.ts_ms <= max(ts))):
+        if ev["auth"]["mfa_method"] != "none":
+            mfa[sid].append((t, ev["auth"]["mfa_method"], float(ev["auth"]["minutes_since_mfa"])))
+    natives, out = [], []
     for (_, m), t in zip(fresh, ts, strict=True):
-        u = m.event.user.id
-        n = sum(1 for x in failures[u] if t - HOUR_MS <= x < t)
+        u, sid = m.event.user.id, m.event.session_id
         d = m.event.canonical()
-        d["auth"]["failed_attempts_1h"] = n
-        natives.append(parse_event(d).canonical())
+        d["auth"]["failed_attempts_1h"] = sum(1 for x in failures[u] if t - HOUR_MS <= x < t)
         if m.observed.failure:
             failures[u].append(t)
-    return natives
+        prior = [x for x in mfa[sid] if t - SESSION_MFA_MS <= x[0] <= t]
+        if d["auth"]["mfa_method"] == "none" and prior:
+            at, method, minutes = max(prior)
+            d["auth"]["mfa_method"] = method
+            d["auth"]["minutes_since_mfa"] = int(minutes + (t - at) / 60_000)
+            kept = [x for x in m.observed.missing if x.field != "auth.minutes_since_mfa"]
+            m = m.model_copy(update={"observed": m.observed.model_copy(update={"missing": kept})})
+        elif d["auth"]["mfa_method"] != "none":
+            mfa[sid].append((t, d["auth"]["mfa_method"], float(d["auth"]["minutes_since_mfa"])))
+        natives.append(parse_event(d).canonical())
+        out.append(m)
+    return natives, out
 
 
 def _store(s: Any, vendor: Vendor, i: int, m: Mapped, res: ScoreResult | Rejected) -> IngestItem:
