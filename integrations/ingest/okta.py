@@ -183,19 +183,18 @@ def map_okta(raw: Any) -> Mapped:
     method = mfa_method(factor) if factor else None
     set_mfa(d, method, "debugContext.debugData.factor", why_missing="Okta logs when MFA happens, not its age")
     # resource: the app signed in to, else Okta itself
-    app = next((t for t in (raw.get("target") or []) if isinstance(t, dict) and t.get("type") == "AppInstance"), None)
+    targets = src.get("target", list) or []
+    app = next((t for t in targets if isinstance(t, dict) and t.get("type") == "AppInstance"), None)
     if etype == "user.session.access_admin_app":
         d.set("resource.id", "okta-admin-console", "eventType")
         d.set("resource.kind", "admin_console", "eventType")
     else:
-        name = (app or {}).get("alternateId") or (app or {}).get("displayName") or "okta"
-        d.set("resource.id", ident(str(name).lower()), "target")
+        name = next((v for v in ((app or {}).get("alternateId"), (app or {}).get("displayName"))
+                     if isinstance(v, str) and v.strip() and v != "unknown"), "okta")
+        d.set("resource.id", ident(name.lower()), "target")
         d.set("resource.kind", "saas", "target")
     d.assume("resource.sensitivity", "internal", "Okta does not classify applications by sensitivity")
     sign_in_activity(d)
-    targets = raw.get("target") or []
-    if not isinstance(targets, list):
-        raise src.fail("target", "must be a list")
     level, reasons = _risk(src, None)
     reason = src.get("outcome.reason", str)
     failure = result.upper() == "FAILURE"
