@@ -42,3 +42,18 @@ def iter_records(data: bytes) -> Iterator[Any]:
             yield json.loads(line)
         except json.JSONDecodeError as exc:
             yield BadRecord(f"line {n} is not JSON: {exc.msg} at column {exc.colno}")
+
+
+def unwrap(vendor: str, records: list[Any]) -> list[Any]:
+    """A delivery's envelope opened: Okta Event Hooks (``{"data": {"events": [...]}}``), Azure Monitor via
+    Event Hubs (``{"records": [...]}``) and a Graph list page (``{"value": [...]}``); anything else as is."""
+    if len(records) != 1 or not isinstance(records[0], dict):
+        return records
+    body = records[0]
+    if vendor == "okta" and isinstance(body.get("data"), dict) and isinstance(body["data"].get("events"), list):
+        return list(body["data"]["events"])
+    if vendor == "entra":
+        for key in ("records", "value"):
+            if isinstance(body.get(key), list) and "id" not in body:
+                return list(body[key])
+    return records
