@@ -94,7 +94,7 @@ def test_azure_monitor_export_is_unwrapped():
 
 def test_what_the_vendor_lacks_is_named_missing():
     entra = {m.field: m for m in mapped("entra", "success").observed.missing}
-    assert "Graph v1.0" in entra["auth.minutes_since_mfa"].why and entra["auth.minutes_since_mfa"].assumed == 1440
+    assert "Graph v1.0" in entra["auth.minutes_since_mfa"].why and entra["auth.minutes_since_mfa"].assumed == 600
     assert {"network.is_tor", "network.is_hosting", "device.edr_running", "network.asn"} <= set(entra)
     okta = {m.field for m in mapped("okta", "success").observed.missing}
     assert {"network.is_tor", "network.is_hosting", "device.compliant"} <= okta

@@ -14,7 +14,7 @@ from integrations.ingest.countries import UNKNOWN, country_code
 from integrations.ingest.observed import Draft
 
 NOT_IN_SIGNIN = "sign-in logs do not carry it"
-MFA_UNKNOWN_MINUTES = 1440  # MFA age is not in the log: assume a day, never "just now"
+MFA_UNKNOWN_MINUTES = 600  # MFA age is not in the log: assume a working day old (within training), never "just now"
 
 # Vendor factor names to native MFA methods, strongest first (first match wins).
 MFA_WORDS: tuple[tuple[str, re.Pattern[str]], ...] = (

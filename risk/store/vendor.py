@@ -45,3 +45,9 @@ class IngestCursorRow(Base):
     connector: Mapped[str] = mapped_column(String(64), primary_key=True)
     cursor: Mapped[dict[str, Any]] = mapped_column(JSONType)
     updated_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+def observed_for(s: Any, decision_id: str) -> dict[str, Any] | None:
+    """The vendor's decision stored beside a shadow decision, or None for glassgate's own decisions."""
+    row = s.get(VendorObservationRow, decision_id)
+    return None if row is None else dict(row.observed)
