@@ -10,6 +10,7 @@ from typing import Any
 
 from agent.narrative import Citation, Evidence, Intent
 from agent.planner import Plan
+from agent.vendor import vendor_decision_ids, vendor_tuning
 from tools.context import ToolContext
 from tools.errors import ToolError
 from tools.registry import call_tool
@@ -42,6 +43,10 @@ def _decision_citations(ctx: ToolContext, d: dict[str, Any], e: dict[str, Any]) 
 def _one_decision(ctx: ToolContext, p: Plan, ev: Evidence) -> bool:
     if p.decision_id:
         ids = [p.decision_id]
+    elif p.vendor:
+        ids = vendor_decision_ids(ctx, p, ev)
+        if not ids:
+            return False
     else:
         args = {k: v for k, v in {"user_id": p.user_id, "resource_id": p.resource_id, "outcome": p.outcome,
                                    "when": p.when, "limit": 5}.items() if v is not None}
@@ -73,6 +78,7 @@ def _one_decision(ctx: ToolContext, p: Plan, ev: Evidence) -> bool:
         return False
     got = call_tool(ctx, "get_decision", {"decision_id": ids[0]})
     ev.decision, ev.explanation, ev.event = _json(got.decision), _json(got.explanation), got.event
+    ev.observed = got.observed
     ev.citations = _decision_citations(ctx, ev.decision, ev.explanation)
     return True
 
@@ -94,6 +100,8 @@ def gather(ctx: ToolContext, p: Plan, question: str) -> Evidence:
             found = call_tool(ctx, "search_policies", {"query": p.query or question, "k": 3})
             ev.citations = [Citation(policy_id=x.policy_id, version=x.version, section=x.section, heading=x.heading,
                                      text=x.text) for x in found.passages]
+        elif p.intent is Intent.TUNING and p.vendor:
+            ev.tuning = vendor_tuning(ctx, vendor=p.vendor, when=p.when)
         elif p.intent is Intent.TUNING:
             from agent.tuning import analyse
 

@@ -36,7 +36,7 @@ class Citation(BaseModel):
 
 
 ClaimType = Literal["outcome", "risk", "threshold", "driver", "rule", "policy", "change", "counterfactual",
-                    "what_if", "tuning", "exception", "uncertainty", "scope"]
+                    "what_if", "tuning", "exception", "uncertainty", "scope", "vendor", "agreement"]
 
 
 class Claim(BaseModel):
@@ -65,6 +65,7 @@ class Evidence(BaseModel):
     matches: list[dict[str, Any]] = Field(default_factory=list)  # other decisions found
     citations: list[Citation] = Field(default_factory=list)  # retrieved passages only
     note: str | None = None  # why the evidence is thin or missing
+    observed: dict[str, Any] | None = None  # the vendor's own decision, for an event ingested from Okta/Entra/OCSF
 
     def decision_ids(self) -> list[str]:
         ids = [self.decision["decision_id"]] if self.decision else []

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from agent.narrative import Audience, Citation, Claim, Evidence, Intent, Narrative
+from agent.vendor import vendor_sentences
 
 VERB = {"allow": "allowed", "step_up": "stepped up", "deny": "denied"}
 TIER_WORD = {"tier": "resources in the {} tier", "kind": "{} resources"}
@@ -37,7 +38,12 @@ def _decision(ev: Evidence, audience: Audience, out: list[str], claims: list[Cla
     claims += [Claim(type="outcome", subject=did, value=d["outcome"]), Claim(type="risk", subject=did, value=round(d["risk"], 2)),
                Claim(type="threshold", subject=did, value=thr)]
     cmp = "at or above" if d["risk"] >= thr else "below"
-    out.append(f"{d['user_id']} was {VERB[d['outcome']]} access to {d['resource_id']} at {at} UTC ({did}): risk "
+    if ev.observed:  # a vendor decided; glassgate scored the same event in shadow and enforced nothing
+        vendor_sentences(ev, out, claims)
+        who = f"In shadow (glassgate did not enforce), {d['user_id']} would have been"
+    else:
+        who = f"{d['user_id']} was"
+    out.append(f"{who} {VERB[d['outcome']]} access to {d['resource_id']} at {at} UTC ({did}): risk "
                f"{d['risk']:.2f}, {cmp} the {which} threshold {thr:.2f} for {_scope_words(d['threshold_scope'])}.")
     cit = _find(ev.citations, d["policy_id"], d.get("threshold_section", ""))
     if cit:

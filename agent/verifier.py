@@ -168,6 +168,12 @@ def _check_claim(c: Claim, ev: Evidence) -> str | None:
         return None if x.get("exception_id") == c.value else f"exception {c.value} was not in force"
     if c.type == "tuning":
         return None if (ev.tuning or {}).get("recommendation") == c.value else "tuning recommendation not in evidence"
+    if c.type in ("vendor", "agreement"):
+        obs = ev.observed or {}
+        key = "outcome" if c.type == "vendor" else "agreement"
+        if not obs:
+            return f"a {c.type} claim about {c.subject}, but the evidence holds no vendor decision"
+        return None if obs.get(key) == c.value else f"{c.type} {c.value} for {c.subject}; the evidence says {obs.get(key)}"
     return None
 
 
@@ -217,6 +223,7 @@ def verify(narrative: Narrative, ev: Evidence) -> Verification:
         # the minimum a reason people can defend names (agent.completeness): a terse draft is not one
         for part in missing_parts(text, ev.decision, ev.explanation):
             failures.append(VerificationFailure(check="incomplete", detail=f"the narrative does not name {part}"))
+    failures += _vendor_words(own, ev)
     acted = ACTION_TAKEN.search(own)
     if acted:
         failures.append(VerificationFailure(check="action_claim", detail=f"the text reports an action as done "
@@ -265,6 +272,8 @@ def _outcome_words(text: str, ev: Evidence) -> list[VerificationFailure]:
     w = ev.what_if or {}
     known |= {w[k]["outcome"] for k in ("before", "after", "stored") if isinstance(w.get(k), dict) and "outcome" in w[k]}
     known |= {m["outcome"] for m in ev.matches}
+    if ev.observed:  # the vendor's own outcome may be stated too (its challenge is glassgate's step-up)
+        known.add({"allow": "allow", "challenge": "step_up", "deny": "deny"}[ev.observed["outcome"]])
     out = []
     for sentence in re.split(r"(?<=[.!?])\s+|\n", text):
         for m in SUBJECT_OUTCOME.finditer(sentence):
@@ -324,4 +333,33 @@ def _factor_mentions(text: str, ev: Evidence) -> list[VerificationFailure]:
         k = known.get(f.name)
         if k is None or abs(k["points"]) < 0.005:
             out.append(VerificationFailure(check="factor", detail=f"{f.label!r} is named but did not drive this decision"))
+    return out
+
+
+VENDOR_SAID = re.compile(r"\b(Okta|Microsoft Entra|Entra|Azure AD|the OCSF source)\s+(allowed|challenged|denied|blocked)\b",
+                         re.IGNORECASE)
+VENDOR_VERBS = {"allowed": "allow", "challenged": "challenge", "denied": "deny", "blocked": "deny"}
+AGREES = re.compile(r"\bglassgate agrees\b", re.IGNORECASE)
+DISAGREES = re.compile(r"\bglassgate disagrees\b|\bcandidate false positive\b|\bcandidate miss\b|"
+                       r"\bglassgate sees no elevated risk\b", re.IGNORECASE)
+
+
+def _vendor_words(text: str, ev: Evidence) -> list[VerificationFailure]:
+    """What a vendor decided, and whether glassgate agrees, must be what the evidence's observed block says."""
+    obs = ev.observed or {}
+    out = []
+    for m in VENDOR_SAID.finditer(text):
+        if not obs:
+            out.append(VerificationFailure(check="vendor", detail=f"the text says {m.group(0)!r}; the evidence holds "
+                                           "no vendor decision"))
+        elif VENDOR_VERBS[m.group(2).lower()] != obs["outcome"]:
+            out.append(VerificationFailure(check="vendor", detail=f"the text says {m.group(0)!r}; the vendor's "
+                                           f"outcome was {obs['outcome']}"))
+    agreement = obs.get("agreement")
+    if AGREES.search(text) and agreement != "agree":
+        out.append(VerificationFailure(check="agreement", detail=f"the text says glassgate agrees; the evidence says "
+                                       f"{agreement or 'there is no vendor decision'}"))
+    if (hit := DISAGREES.search(text)) and agreement != "disagree":
+        out.append(VerificationFailure(check="agreement", detail=f"the text says {hit.group(0)!r}; the evidence says "
+                                       f"{agreement or 'there is no vendor decision'}"))
     return out

@@ -176,6 +176,26 @@ class Settings(BaseSettings):
         if self.audit_sink_url is not None and not self.audit_sink_url.startswith(("http://", "https://")):
             raise ValueError("GLASSGATE_AUDIT_SINK_URL must be an http(s) URL")
         return self
+    # --- vendor ingest and connectors (i11): decisions glassgate did not make, scored in shadow
+    okta_hook_authorization: str | None = None  # GLASSGATE_OKTA_HOOK_AUTHORIZATION: the Authorization header value
+    # configured on the Okta Event Hook; POST/GET /v1/ingest/okta answer 404 until it is set
+    ingest_webhook_secrets: str | None = None  # GLASSGATE_INGEST_WEBHOOK_SECRETS: whsec_... for /v1/ingest/entra and
+    # /v1/ingest/ocsf (comma-separated); GLASSGATE_WEBHOOK_SECRETS when unset
+    okta_org_url: str | None = None  # GLASSGATE_OKTA_ORG_URL: https://<org>.okta.com, for `connector run okta`
+    okta_api_token: str | None = None  # GLASSGATE_OKTA_API_TOKEN: an SSWS token with okta.logs.read
+    entra_tenant_id: str | None = None  # GLASSGATE_ENTRA_TENANT_ID, for `connector run entra`
+    entra_client_id: str | None = None  # GLASSGATE_ENTRA_CLIENT_ID
+    entra_client_secret: str | None = None  # GLASSGATE_ENTRA_CLIENT_SECRET (client credentials, AuditLog.Read.All)
+    entra_authority_host: str = "https://login.microsoftonline.com"  # GLASSGATE_ENTRA_AUTHORITY_HOST
+    graph_url: str = "https://graph.microsoft.com/v1.0"  # GLASSGATE_GRAPH_URL
+    connector_poll_seconds: float = Field(default=60.0, gt=0)  # GLASSGATE_CONNECTOR_POLL_SECONDS
+    connector_start: AwareDatetime | None = None  # GLASSGATE_CONNECTOR_START: first poll reads from here (default: 1 h ago)
+    surrogate_min_fidelity: float = Field(default=0.8, ge=0, le=1)  # GLASSGATE_SURROGATE_MIN_FIDELITY
+
+    @property
+    def ingest_secret_list(self) -> list[str]:
+        raw = self.ingest_webhook_secrets if self.ingest_webhook_secrets is not None else self.webhook_secrets
+        return [x.strip() for x in (raw or "").split(",") if x.strip()]
 
 
 def load_settings() -> Settings:

@@ -16,6 +16,7 @@ import risk.audit  # noqa: F401  (registers the ledger's tables)
 import risk.store.control  # noqa: F401  (registers the control-loop tables)
 import risk.store.schema  # noqa: F401  (registers the decision tables)
 import risk.store.service  # noqa: F401  (registers the service tables)
+import risk.store.vendor  # noqa: F401  (registers the vendor tables)
 from risk.store.base import Base
 from risk.store.db import make_engine
 from risk.store.migrate import alembic_config, current, upgrade
@@ -58,7 +59,7 @@ def test_the_models_register_the_expected_tables():
     assert MODEL_TABLES == {"audit_head", "audit_log", "counters", "decisions", "explanations", "sessions",
                             "user_profiles", "verdicts", "proposals", "approvals", "executions",
                             "access_exceptions", "session_revocations", "policy_versions", "jobs",
-                            "inbound_deliveries", "ticket_enrichments"}
+                            "inbound_deliveries", "ticket_enrichments", "vendor_observations", "ingest_cursors"}
 
 
 def test_upgrade_creates_every_model_table_at_head(engine):

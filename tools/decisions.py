@@ -12,6 +12,7 @@ from risk.explain import Explanation
 from risk.policy import Outcome
 from risk.store.queries import NotFound, session_decisions
 from risk.store.schema import DecisionRow, ExplanationRow, VerdictRow
+from risk.store.vendor import observed_for
 from risk.timeline import Timeline, build_timeline
 from tools.context import ToolContext
 from tools.errors import BadField, ToolNotFound
@@ -79,6 +80,10 @@ class GetDecisionOutput(BaseModel):
     explanation: Explanation
     event: dict[str, Any]
     verdicts: list[Verdict] = Field(description="Analyst verdicts, oldest first; the last one counts.")
+    observed: dict[str, Any] | None = Field(default=None, description=(
+        "For an event ingested from a vendor (Okta, Entra, OCSF): the vendor's own decision (outcome, risk level, "
+        "reasons by family, the policy that decided, fields it lacks) and whether glassgate, scoring in shadow, "
+        "agrees; None for glassgate's own decisions."))
 
 
 def get_decision(ctx: ToolContext, args: GetDecisionInput) -> GetDecisionOutput:
@@ -95,7 +100,7 @@ def get_decision(ctx: ToolContext, args: GetDecisionInput) -> GetDecisionOutput:
         verdicts = s.scalars(select(VerdictRow).where(VerdictRow.decision_id == d.decision_id).order_by(VerdictRow.id))
         return GetDecisionOutput(decision=DecisionRecord.model_validate(decision_record(d)),
                                  explanation=Explanation.model_validate(body), event=d.event,
-                                 verdicts=[verdict_of(v) for v in verdicts])
+                                 verdicts=[verdict_of(v) for v in verdicts], observed=observed_for(s, d.decision_id))
 
 
 class SessionTimelineInput(ToolInput):

@@ -22,6 +22,7 @@ from tools.policies import get_policy_section, search_policies
 from tools.proposals import propose_action
 from tools.similar import similar_decisions
 from tools.tuning import replay_threshold, verdict_stats
+from tools.vendor import find_vendor_decisions, vendor_rule_stats
 from tools.whatif import what_if
 
 ToolFn = Callable[[ToolContext, Any], BaseModel]
@@ -72,7 +73,7 @@ class Tool:
 
 TOOLS: tuple[ToolFn, ...] = (find_decisions, get_decision, session_timeline, what_if, replay_threshold,
                              similar_decisions, verdict_stats, search_policies, get_policy_section, known_entities,
-                             propose_action)
+                             propose_action, find_vendor_decisions, vendor_rule_stats)
 REGISTRY: dict[str, Tool] = {t.name: t for t in map(Tool.from_function, TOOLS)}
 
 

@@ -47,6 +47,9 @@ def create_app(runtime: Runtime, *, start_worker: bool = True) -> FastAPI:
     tickets.install(app)
     for module in (health, metrics, events, decisions, agent, proposals, policies, audit, tickets):
         app.include_router(module.router)
+    from integrations.api.routes import ingest  # vendor sign-in logs, scored in shadow (i11)
+
+    app.include_router(ingest.router)
     if runtime.settings.slack_enabled:
         from integrations.api.routes import slack  # slack-bolt is imported only when Slack is switched on
 
