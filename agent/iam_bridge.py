@@ -52,14 +52,16 @@ def request_for(s: Session, row: ProposalRow, *, now: datetime) -> IamRequest | 
     if kind is Kind.GRANT_EXCEPTION:
         return IamRequest(**base, user_id=p["user_id"], resource_id=p["resource_id"], window_start=now,
                           window_end=now + timedelta(hours=float(p["duration_hours"])))
+    # the approval time, the same on every retry: sessions older than it must be gone
+    approved = datetime.fromtimestamp(row.decided_ms / 1000, UTC) if row.decided_ms is not None else now
     if kind is Kind.REVOKE_SESSION:
         user = s.scalars(select(DecisionRow.user_id).where(DecisionRow.session_id == p["session_id"])
                          .order_by(DecisionRow.ts_ms.desc()).limit(1)).first()
-        return IamRequest(**base, user_id=user, session_id=p["session_id"], window_start=now)
+        return IamRequest(**base, user_id=user, session_id=p["session_id"], window_start=approved)
     d = s.get(DecisionRow, p["decision_id"])
     return IamRequest(**base, decision_id=p["decision_id"], user_id=d.user_id if d else None,
                       session_id=d.session_id if d else None, resource_id=d.resource_id if d else None,
-                      window_start=now)
+                      window_start=approved)
 
 
 def end_request(grant: IamRequest) -> IamRequest:

@@ -61,6 +61,25 @@ class StaticAuth:
         pass
 
 
+class TokenAuth:
+    """A bearer token from ``fetch`` (the token and its lifetime in seconds), kept until a minute before it
+    expires or until the vendor answers 401. ``fetch`` raises VendorBusy or VendorRefused like a call."""
+
+    def __init__(self, fetch: Callable[[], tuple[str, float]], *, wall: Callable[[], float] = time.time):
+        self._fetch, self._wall = fetch, wall
+        self._token: str | None = None
+        self._until = 0.0
+
+    def headers(self) -> dict[str, str]:
+        if self._token is None or self._wall() >= self._until:
+            token, lifetime = self._fetch()
+            self._token, self._until = token, self._wall() + max(0.0, lifetime - 60)
+        return {"Authorization": f"Bearer {self._token}"}
+
+    def invalidate(self) -> None:
+        self._token = None
+
+
 def retry_at_of(r: httpx.Response, *, wall: float) -> datetime | None:
     """When the vendor said to come back: ``Retry-After`` (seconds or HTTP date), else ``X-Rate-Limit-Reset``."""
     now = datetime.fromtimestamp(wall, UTC)
