@@ -78,9 +78,9 @@ class Settings(BaseSettings):
         """Why the service must not start on the IAM / ServiceNow settings (each problem names the variable)."""
         problems: list[str] = []
 
-        def need(name: str, value: str | None, *, secret: bool = False) -> None:
+        def need(name: str, value: str | None, *, secret: bool = False, by: str = f"GLASSGATE_IAM={self.iam}") -> None:
             if value is None or not value.strip():
-                problems.append(f"GLASSGATE_{name} is not set (GLASSGATE_IAM={self.iam} needs it)")
+                problems.append(f"GLASSGATE_{name} is not set ({by} needs it)")
             elif secret and is_placeholder(value):
                 problems.append(f"GLASSGATE_{name} is empty or a placeholder ({_shown(value)}); set a real secret")
 
@@ -116,12 +116,12 @@ class Settings(BaseSettings):
         if self.servicenow_url is not None:
             url("SERVICENOW_URL", self.servicenow_url)
             if self.servicenow_token is not None:
-                need("SERVICENOW_TOKEN", self.servicenow_token, secret=True)
+                need("SERVICENOW_TOKEN", self.servicenow_token, secret=True, by="GLASSGATE_SERVICENOW_URL")
                 if self.servicenow_user is not None or self.servicenow_password is not None:
                     problems.append("set GLASSGATE_SERVICENOW_TOKEN or GLASSGATE_SERVICENOW_USER/PASSWORD, not both")
             else:
-                need("SERVICENOW_USER", self.servicenow_user)
-                need("SERVICENOW_PASSWORD", self.servicenow_password, secret=True)
+                need("SERVICENOW_USER", self.servicenow_user, by="GLASSGATE_SERVICENOW_URL")
+                need("SERVICENOW_PASSWORD", self.servicenow_password, secret=True, by="GLASSGATE_SERVICENOW_URL")
         return problems
 
     @field_validator("database_url")
