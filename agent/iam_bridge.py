@@ -12,6 +12,7 @@ and records ``already_applied`` without a second write. A granted exception also
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -72,8 +73,10 @@ def end_request(grant: IamRequest) -> IamRequest:
 class VendorIam:
     """What the executor calls (:class:`agent.iam.IamAdapter`) when GLASSGATE_IAM names a vendor."""
 
-    def __init__(self, *, vendor: IamAdapter, builtin: BuiltinIam):
-        self.vendor, self.builtin = vendor, builtin
+    def __init__(self, *, vendor: IamAdapter, builtin: BuiltinIam, after_call: Callable[[str], None] | None = None):
+        """``after_call(key)`` runs after the vendor applied an action and before its record is committed (a
+        test hook, the ``after_iam_call`` failpoint; None by default)."""
+        self.vendor, self.builtin, self.after_call = vendor, builtin, after_call
         self.name = vendor.name
 
     def apply(self, s: Session, proposal: ProposalRow, *, now: datetime) -> dict[str, Any]:
@@ -82,6 +85,8 @@ class VendorIam:
         if req is None or mode is ActionMode.RECORD:
             return {**self.builtin.apply(s, proposal, now=now), "iam_mode": ActionMode.RECORD.value}
         res = self.vendor.execute(req, now=now)
+        if self.after_call is not None and res.status is IamStatus.APPLIED:
+            self.after_call(req.idempotency_key)
         if res.status is IamStatus.TRANSIENT:  # the executor records the attempt and its next time
             raise IamUnavailable(res.error or "the IAM system is unavailable", retry_at=res.retry_at,
                                  detail=res.detail)

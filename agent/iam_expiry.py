@@ -51,9 +51,11 @@ def overdue_count(s: Session, *, now: datetime) -> int:
 
 
 def run_due_expiries(sessions: sessionmaker[Session], *, adapter: IamAdapter, ledger: Ledger,
-                     clock: Callable[[], datetime]) -> list[ExpiryOutcome]:
+                     clock: Callable[[], datetime],
+                     after_call: Callable[[str], None] | None = None) -> list[ExpiryOutcome]:
     """Remove every due exception through ``adapter``; the outcome of each one attempted. An expiry recorded
-    by another adapter than the configured one is left pending (and stays visible as overdue)."""
+    by another adapter than the configured one is left pending (and stays visible as overdue).
+    ``after_call(key)`` runs after the vendor removed one and before its record commits (a test hook)."""
     with sessions() as s:
         due = due_expiries(s, now=clock())
     out: list[ExpiryOutcome] = []
@@ -72,6 +74,8 @@ def run_due_expiries(sessions: sessionmaker[Session], *, adapter: IamAdapter, le
                 continue
             req = IamRequest.model_validate(row.request)
             res = adapter.execute(req, now=now)
+            if after_call is not None and res.status is IamStatus.APPLIED:
+                after_call(req.idempotency_key)
             row.attempts += 1
             detail = {**res.detail, **({"error": res.error} if res.error else {})}
             record_attempt(s, key=req.idempotency_key, proposal_id=pid, adapter=adapter.name,

@@ -30,7 +30,8 @@ def run_expiries(rt: Runtime) -> list[ExpiryOutcome]:
     if vendor is None:
         log.error("exceptions are due to end in a vendor IAM, but GLASSGATE_IAM is builtin: they stay overdue")
         return []
-    return run_due_expiries(rt.sessions, adapter=vendor, ledger=rt.ledger, clock=rt.clock)
+    return run_due_expiries(rt.sessions, adapter=vendor, ledger=rt.ledger, clock=rt.clock,
+                            after_call=getattr(rt.agent_deps.iam, "after_call", None))
 
 
 class ExpirySweeper(Periodic):

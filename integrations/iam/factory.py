@@ -13,6 +13,7 @@ from agent.iam import BuiltinIam, IamAdapter
 from agent.iam_bridge import VendorIam
 from agent.iam_types import ActionMode, Capabilities, IamAction
 from agent.iam_types import IamAdapter as VendorAdapter
+from integrations import faults
 from integrations.principals import ConfigError
 from integrations.settings import Settings
 from risk.policy import PolicySet
@@ -89,4 +90,7 @@ def build_iam(settings: Settings, *, policy: PolicySet, rules: ApprovalRules) ->
     """The adapter the executor calls: the built-in one, or the configured vendor with glassgate's record."""
     builtin = BuiltinIam(base_policy=policy, rules=rules)
     vendor = build_vendor(settings)
-    return builtin if vendor is None else VendorIam(vendor=vendor, builtin=builtin)
+    if vendor is None:
+        return builtin
+    after_call = faults.hook(faults.parse(settings.failpoints), faults.Failpoint.AFTER_IAM_CALL)
+    return VendorIam(vendor=vendor, builtin=builtin, after_call=after_call)
