@@ -23,7 +23,13 @@ from risk.store.queries import add_verdict
 class IamUnavailable(Exception):
     """The IAM system could not be reached or asked us to come back later (a timeout, a 5xx, a rate limit).
     Nothing was applied: the proposal stays approved and the recovery sweep tries again. Any other
-    exception from an adapter is final: the proposal is marked failed with the error."""
+    exception from an adapter is final: the proposal is marked failed with the error. ``retry_at``, when the
+    IAM system said (Retry-After, X-Rate-Limit-Reset), is the earliest time the sweep tries again."""
+
+    def __init__(self, message: str, *, retry_at: datetime | None = None, detail: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.retry_at = retry_at
+        self.detail = detail or {}
 
 
 class IamAdapter(Protocol):

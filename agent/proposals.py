@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from agent.approval import ApprovalError, ApprovalRules, Channel, Kind, Principal, Refusal, Status, check_entitled
 from agent.eligibility import Ineligible, TiersOf, eligibility, tiers
 from agent.iam import IamAdapter, IamUnavailable
+from agent.iam_attempts import not_due_until, record_attempt
 from risk.audit import AuditKind, Ledger
 from risk.store.control import ApprovalRow, ExecutionRow, ProposalRow
 
@@ -218,15 +219,18 @@ def decide(s: Session, *, proposal_id: str, principal: Principal, approve: bool,
 
 
 def execute(s: Session, *, row: ProposalRow, iam: IamAdapter, ledger: Ledger, clock: Clock, rules: ApprovalRules,
-            principals: Mapping[str, Principal] | None = None, tier_of: TiersOf = lambda _p: None) -> None:
+            principals: Mapping[str, Principal] | None = None, tier_of: TiersOf = lambda _p: None) -> bool:
     """Apply an approved proposal through the IAM adapter, at most once (idempotency key: the proposal id).
+    Returns whether it was executed (applied, failed or refused) now.
 
     Eligibility is re-derived from the approval rows first (:func:`agent.eligibility.eligibility`): a status
     of ``approved`` alone is never enough. An ineligible proposal is refused, audited and marked failed with
     the reason, and the adapter is not called."""
     if row.status != Status.APPROVED.value or s.get(ExecutionRow, row.proposal_id) is not None:
-        return
+        return False
     now = clock()
+    if not_due_until(s, row.proposal_id, now) is not None:
+        return False  # the IAM system asked us to come back later (a stored next attempt time)
     try:
         eligibility(s, row, rules=rules, now_ms=_ms(now), principals=principals, tier_of=tier_of)
     except Ineligible as refused:
@@ -238,12 +242,17 @@ def execute(s: Session, *, row: ProposalRow, iam: IamAdapter, ledger: Ledger, cl
         ledger.append(s, kind=AuditKind.ACTION, subject_id=row.proposal_id, at=now,
                       payload={"proposal_id": row.proposal_id, "kind": row.kind, "adapter": iam.name,
                                "status": "refused", "result": result})
-        return
+        return True
     try:
         result = iam.apply(s, row, now=now)
         status = Status.APPLIED
-    except IamUnavailable:
-        raise  # transient: nothing is recorded, the caller's transaction rolls back, the sweep retries
+    except IamUnavailable as exc:
+        # transient: nothing applied. The attempt is audited with its next attempt time, in this transaction;
+        # the proposal stays approved without an execution, and the sweep tries again when it is due.
+        record_attempt(s, key=row.proposal_id, proposal_id=row.proposal_id, adapter=iam.name, action=row.kind,
+                       status="transient", detail={"error": str(exc)[:500], **exc.detail}, now=now, ledger=ledger,
+                       retry_at=exc.retry_at)
+        return False
     except Exception as exc:  # noqa: BLE001 - any adapter failure is recorded on the proposal, never swallowed
         result = {"error": type(exc).__name__, "detail": str(exc)[:500]}
         status = Status.FAILED
@@ -252,6 +261,7 @@ def execute(s: Session, *, row: ProposalRow, iam: IamAdapter, ledger: Ledger, cl
     ledger.append(s, kind=AuditKind.ACTION, subject_id=row.proposal_id, at=now,
                   payload={"proposal_id": row.proposal_id, "kind": row.kind, "adapter": iam.name,
                            "status": status.value, "result": result})
+    return True
 
 
 def approved_without_execution(s: Session) -> list[str]:
@@ -288,11 +298,14 @@ def execute_approved(sessions: sessionmaker[Session], *, iam: IamAdapter, ledger
                     continue
                 if row.status != Status.APPROVED.value or s.get(ExecutionRow, pid) is not None:
                     continue  # executed already, by another request or sweep
-                execute(s, row=row, iam=iam, ledger=ledger, clock=clock, rules=rules, principals=principals,
-                        tier_of=tier_of)
+                if not execute(s, row=row, iam=iam, ledger=ledger, clock=clock, rules=rules, principals=principals,
+                               tier_of=tier_of):
+                    log.warning("IAM adapter %s unavailable for proposal %s (or not due again yet); it stays "
+                                "approved and is retried", iam.name, pid)
+                    continue
                 s.flush()
                 done.append(record(s, row, rules))
-        except IamUnavailable as exc:  # stays approved without an execution: the next sweep tries again
+        except IamUnavailable as exc:  # raised outside the adapter call: stays approved, the sweep retries
             log.warning("IAM adapter %s unavailable for proposal %s; it stays approved and is retried: %s",
                         iam.name, pid, exc)
     return done

@@ -185,14 +185,27 @@ def make_handler(rt: Runtime, *, adapter_for: Callable[[Ticket], TicketingAdapte
 
 
 def adapter_factory(rt: Runtime) -> tuple[Callable[[Ticket], TicketingAdapter], Callable[[], None]]:
-    """Jira tickets go to Jira when GLASSGATE_JIRA_URL is set; everything else (and Jira tickets without it)
-    stays in the built-in store. Returns the chooser and a closer for the adapters' clients."""
+    """Jira tickets go to Jira when GLASSGATE_JIRA_URL is set, ServiceNow incidents to ServiceNow when
+    GLASSGATE_SERVICENOW_URL is; everything else (and those without it) stays in the built-in store. Returns
+    the chooser and a closer for the adapters' clients."""
     builtin = BuiltinTicketing()
     st = rt.settings
-    if not st.jira_enabled:
-        return (lambda t: builtin), (lambda: None)
-    jira = JiraTicketing(base_url=st.jira_url or "", email=st.jira_email or "", api_token=st.jira_api_token or "")
-    return (lambda t: jira if t.source is TicketSource.JIRA else builtin), jira.close
+    by_source: dict[TicketSource, Any] = {}
+    if st.jira_enabled:
+        by_source[TicketSource.JIRA] = JiraTicketing(base_url=st.jira_url or "", email=st.jira_email or "",
+                                                     api_token=st.jira_api_token or "")
+    if st.servicenow_url is not None:  # ServiceNow incidents get a work note (integrations/servicenow.py)
+        from integrations.servicenow import ServiceNowTicketing
+
+        by_source[TicketSource.SERVICENOW] = ServiceNowTicketing(
+            base_url=st.servicenow_url, user=st.servicenow_user, password=st.servicenow_password,
+            token=st.servicenow_token)
+
+    def close() -> None:
+        for adapter in by_source.values():
+            adapter.close()
+
+    return (lambda t: by_source.get(t.source, builtin)), close
 
 
 def start_enrichment_worker(rt: Runtime, *, write_lock: Any = None) -> tuple[Worker, Callable[[], None]]:

@@ -11,6 +11,8 @@ Points:
 
 - ``after_approval_commit``: the approval that completed a proposal is committed and the IAM adapter has not
   been called yet (``agent.proposals.execute_approved``'s ``before_execute``).
+- ``after_iam_call``: a vendor IAM adapter applied an action (or removed an exception at its end) and
+  glassgate has not committed its record yet (``agent.iam_bridge.VendorIam``'s ``after_call``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ ENV_VAR = "GLASSGATE_FAILPOINTS"
 
 class Failpoint(StrEnum):
     AFTER_APPROVAL_COMMIT = "after_approval_commit"
+    AFTER_IAM_CALL = "after_iam_call"
 
 
 class FaultAction(StrEnum):

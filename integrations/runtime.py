@@ -15,8 +15,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from agent.approval import ApprovalRules, Principal
 from agent.deps import AgentDeps
 from agent.graph import build_graph
-from agent.iam import BuiltinIam
 from integrations.audit_anchor import build_ledger
+from integrations.iam.factory import build_iam
 from integrations.principals import as_principals, load_principals
 from integrations.settings import Settings
 from knowledge.index import PolicyIndex
@@ -133,7 +133,7 @@ class Runtime:
         planner, narrator = build_llm(base_url=self.settings.llm_base_url, model=self.settings.llm_model,
                                       api_key=self.settings.openai_api_key)
         return AgentDeps(tools=self.tool_context(), rules=self.approval_rules, ledger=self.ledger,
-                         iam=BuiltinIam(base_policy=self.policy, rules=self.approval_rules), clock=self.clock,  # type: ignore[arg-type]
+                         iam=build_iam(self.settings, policy=self.policy, rules=self.approval_rules), clock=self.clock,  # type: ignore[arg-type]
                          principals=self.principals, planner=planner, narrator=narrator)
 
     @cached_property

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, AwareDatetime, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -53,6 +54,83 @@ class Settings(BaseSettings):
     header_timeout_seconds: float = Field(default=10.0, gt=0)  # GLASSGATE_HEADER_TIMEOUT_SECONDS: request headers deadline
     jira_replay_window_seconds: int = Field(default=7 * 86400, gt=0)  # Jira deliveries: dedup retention window
     token: str | None = None  # GLASSGATE_TOKEN: the CLI acts as the principal whose token this is
+    # --- IAM adapters and ServiceNow (issue 12). GLASSGATE_IAM picks where approved actions are carried out;
+    # a vendor's secrets are refused at start-up when empty, placeholders or half configured (iam_problems).
+    iam: Literal["builtin", "okta", "entra", "keycloak"] = "builtin"  # GLASSGATE_IAM
+    iam_capabilities: Path | None = None  # GLASSGATE_IAM_CAPABILITIES: YAML capability map; the shipped one else
+    iam_budget_seconds: float = Field(default=10.0, gt=0)  # in-call retry budget of one vendor call
+    iam_expiry_seconds: float = Field(default=30.0, gt=0)  # how often exceptions due to end are removed
+    okta_org_url: str | None = None  # GLASSGATE_OKTA_ORG_URL, e.g. https://example.okta.com
+    okta_api_token: str | None = None  # GLASSGATE_OKTA_API_TOKEN (SSWS)
+    okta_exception_group_id: str | None = None  # the group the sign-on policy excludes
+    entra_tenant_id: str | None = None
+    entra_client_id: str | None = None
+    entra_client_secret: str | None = None  # a client secret, or the certificate below
+    entra_certificate_path: Path | None = None  # PEM private key + certificate
+    entra_certificate_thumbprint: str | None = None
+    entra_exception_group_id: str | None = None  # the group the Conditional Access policy excludes
+    entra_authority_host: str = "https://login.microsoftonline.com"
+    entra_graph_url: str = "https://graph.microsoft.com"
+    keycloak_url: str | None = None  # GLASSGATE_KEYCLOAK_URL, e.g. https://sso.example.com
+    keycloak_realm: str | None = None
+    keycloak_client_id: str | None = None  # a confidential client with a service account
+    keycloak_client_secret: str | None = None
+    keycloak_exception_group_id: str | None = None
+    servicenow_url: str | None = None  # GLASSGATE_SERVICENOW_URL: post enrichments as ServiceNow work notes
+    servicenow_user: str | None = None  # basic auth, or
+    servicenow_password: str | None = None
+    servicenow_token: str | None = None  # an OAuth bearer token
+    servicenow_table: str = "incident"
+
+    def iam_problems(self) -> list[str]:
+        """Why the service must not start on the IAM / ServiceNow settings (each problem names the variable)."""
+        problems: list[str] = []
+
+        def need(name: str, value: str | None, *, secret: bool = False, by: str = f"GLASSGATE_IAM={self.iam}") -> None:
+            if value is None or not value.strip():
+                problems.append(f"GLASSGATE_{name} is not set ({by} needs it)")
+            elif secret and is_placeholder(value):
+                problems.append(f"GLASSGATE_{name} is empty or a placeholder ({_shown(value)}); set a real secret")
+
+        def url(name: str, value: str | None) -> None:
+            if value is not None and not value.startswith(("http://", "https://")):
+                problems.append(f"GLASSGATE_{name} must be an http(s) URL, got {_shown(value)}")
+
+        if self.iam == "okta":
+            need("OKTA_ORG_URL", self.okta_org_url)
+            url("OKTA_ORG_URL", self.okta_org_url)
+            need("OKTA_API_TOKEN", self.okta_api_token, secret=True)
+            need("OKTA_EXCEPTION_GROUP_ID", self.okta_exception_group_id)
+        elif self.iam == "entra":
+            for name in ("TENANT_ID", "CLIENT_ID", "EXCEPTION_GROUP_ID"):
+                need(f"ENTRA_{name}", getattr(self, f"entra_{name.lower()}"))
+            if self.entra_certificate_path is None:
+                need("ENTRA_CLIENT_SECRET", self.entra_client_secret, secret=True)
+            else:
+                if self.entra_client_secret is not None:
+                    problems.append("set GLASSGATE_ENTRA_CLIENT_SECRET or GLASSGATE_ENTRA_CERTIFICATE_PATH, not both")
+                if not self.entra_certificate_path.is_file():
+                    problems.append(f"GLASSGATE_ENTRA_CERTIFICATE_PATH {self.entra_certificate_path} is not a file")
+                need("ENTRA_CERTIFICATE_THUMBPRINT", self.entra_certificate_thumbprint)
+            url("ENTRA_AUTHORITY_HOST", self.entra_authority_host)
+            url("ENTRA_GRAPH_URL", self.entra_graph_url)
+        elif self.iam == "keycloak":
+            need("KEYCLOAK_URL", self.keycloak_url)
+            url("KEYCLOAK_URL", self.keycloak_url)
+            need("KEYCLOAK_REALM", self.keycloak_realm)
+            need("KEYCLOAK_CLIENT_ID", self.keycloak_client_id)
+            need("KEYCLOAK_CLIENT_SECRET", self.keycloak_client_secret, secret=True)
+            need("KEYCLOAK_EXCEPTION_GROUP_ID", self.keycloak_exception_group_id)
+        if self.servicenow_url is not None:
+            url("SERVICENOW_URL", self.servicenow_url)
+            if self.servicenow_token is not None:
+                need("SERVICENOW_TOKEN", self.servicenow_token, secret=True, by="GLASSGATE_SERVICENOW_URL")
+                if self.servicenow_user is not None or self.servicenow_password is not None:
+                    problems.append("set GLASSGATE_SERVICENOW_TOKEN or GLASSGATE_SERVICENOW_USER/PASSWORD, not both")
+            else:
+                need("SERVICENOW_USER", self.servicenow_user, by="GLASSGATE_SERVICENOW_URL")
+                need("SERVICENOW_PASSWORD", self.servicenow_password, secret=True, by="GLASSGATE_SERVICENOW_URL")
+        return problems
 
     @field_validator("database_url")
     @classmethod
@@ -108,6 +186,7 @@ class Settings(BaseSettings):
                 problems.append(f"GLASSGATE_JIRA_URL must be an http(s) URL, got {_shown(self.jira_url)}")
             check("GLASSGATE_JIRA_EMAIL", self.jira_email)
             check("GLASSGATE_JIRA_API_TOKEN", self.jira_api_token)
+        problems += self.iam_problems()
         return problems
 
     @property

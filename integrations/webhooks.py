@@ -39,6 +39,7 @@ class SignatureScheme(StrEnum):
 class TicketSource(StrEnum):
     GENERIC = "generic"
     JIRA = "jira"
+    SERVICENOW = "servicenow"  # {"servicenow": {...}}, Standard Webhooks signed (integrations/servicenow.py)
 
 
 class Unauthenticated(Exception):
@@ -290,6 +291,10 @@ def parse_ticket(raw: Any) -> Ticket:
     """
     if not isinstance(raw, dict):
         raise PayloadError([{"field": "(body)", "message": "must be a JSON object"}])
+    if "servicenow" in raw:
+        from integrations.servicenow import parse_servicenow  # its module imports this one
+
+        return parse_servicenow(raw)
     if "webhookEvent" in raw:
         try:
             jira = JiraDelivery.model_validate(raw)

@@ -15,6 +15,7 @@ from integrations import faults
 from integrations.api import errors, metrics
 from integrations.api.routes import agent, audit, decisions, events, health, policies, proposals, tickets
 from integrations.enrichment import start_enrichment_worker
+from integrations.iam import expiry as iam_expiry
 from integrations.principals import ConfigError, load_principals
 from integrations.runtime import Runtime
 from integrations.services.deps import ServiceDeps
@@ -44,6 +45,7 @@ def create_app(runtime: Runtime, *, start_worker: bool = True) -> FastAPI:
     app.state.checkpointer = None
     errors.install(app)
     metrics.install(app)
+    iam_expiry.install(app)
     tickets.install(app)
     for module in (health, metrics, events, decisions, agent, proposals, policies, audit, tickets):
         app.include_router(module.router)
@@ -68,6 +70,9 @@ def _lifespan(start_worker: bool):  # type: ignore[no-untyped-def]
         sweeper = ApprovedSweeper(app.state.services)
         await run_in_threadpool(sweeper.run_once)  # approvals whose execution a crash cut off, before serving
         sweeper.start()
+        expiries = iam_expiry.ExpirySweeper(rt, write_lock=app.state.write_lock)
+        await run_in_threadpool(expiries.run_once)  # exceptions that ended while the service was down
+        expiries.start()
         worker, close = start_enrichment_worker(rt, write_lock=app.state.write_lock)
         app.state.job_worker = worker
         checkpointer = app.state.checkpointer = Checkpointer(rt, interval=rt.settings.checkpoint_seconds)
@@ -79,5 +84,6 @@ def _lifespan(start_worker: bool):  # type: ignore[no-untyped-def]
             close()
             app.state.job_worker = None
             await run_in_threadpool(sweeper.stop)
+            await run_in_threadpool(expiries.stop)
             await run_in_threadpool(checkpointer.stop)  # covers what the last requests appended
     return lifespan

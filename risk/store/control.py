@@ -96,3 +96,41 @@ class PolicyVersionRow(Base):
     created_ms: Mapped[int] = mapped_column(BigInteger)
 
     __table_args__ = (UniqueConstraint("policy_id", "version", name="uq_policy_versions_policy_version"),)
+
+
+# --- IAM adapters (issue 12): every attempt at a vendor, and the exceptions a vendor must end at expiry
+
+
+class IamAttemptRow(Base):
+    """One call of a vendor IAM adapter for one action (key: the proposal id, or ``<id>:end``), whatever its
+    outcome; the latest transient one holds when the next attempt is due."""
+
+    __tablename__ = "iam_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(80), index=True)
+    proposal_id: Mapped[str] = mapped_column(String(64))
+    adapter: Mapped[str] = mapped_column(String(32))
+    action: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))  # applied | already_applied | transient | failed
+    detail: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    at_ms: Mapped[int] = mapped_column(BigInteger)
+    next_attempt_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class IamExpiryRow(Base):
+    """An exception granted in a vendor IAM, to be removed there when its window ends (exactly once)."""
+
+    __tablename__ = "iam_expiries"
+
+    proposal_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    adapter: Mapped[str] = mapped_column(String(32))
+    request: Mapped[dict[str, Any]] = mapped_column(JSONType)  # the END_EXCEPTION IamRequest
+    due_ms: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16))  # pending | done | failed
+    attempts: Mapped[int] = mapped_column(Integer)
+    next_attempt_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    done_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+
+    __table_args__ = (Index("ix_iam_expiries_status_due", "status", "due_ms"),)
