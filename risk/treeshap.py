@@ -235,6 +235,8 @@ class HGBTreeShap:
             np.array(dF, f64), np.array(G0, f64), np.array(dG, f64), np.array(enode, i32), np.array(ewant, f64),
             np.array(eslot, i32), max(max(leaf_d, default=1), 1), max(leaf_q, default=1),
             max(int(np.diff(tree_noff).max()), 1))
+        # Load the compiled kernels now (a process's first load costs about a second), not on a first decision.
+        self.shap_values(np.full((2, self.n_features), np.nan)), self.shap_values(np.full(self.n_features, np.nan))
 
     def shap_values(self, X: np.ndarray) -> np.ndarray:
         """Log-odds contributions ``(n, n_features)`` for the rows of ``X`` (NaN = missing)."""
