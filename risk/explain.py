@@ -104,7 +104,7 @@ class TreeShap:
         """Return (phi, margin): log-odds contributions ``(n, F)`` and the model's margins ``(n,)``."""
         X = np.atleast_2d(np.asarray(X, dtype=np.float64))
         if self._kernel is not None:
-            return self._kernel.shap_values(X), self.model.margin(X)
+            return self._kernel.explain(X)  # the margin is sklearn's, bit for bit, computed on the way
         phi = np.asarray(self._explainer.shap_values(X, check_additivity=False), dtype=np.float64)
         if phi.ndim == 3:  # some shap versions return one slice per class
             phi = phi[..., -1]

@@ -39,11 +39,13 @@ class UnsupportedModel(ValueError):
 
 
 @njit(cache=True)
-def _kernel(X, tree_noff, tree_loff, nfeat, nthr, ndefl, leaf_d, leaf_q, leaf_soff, leaf_coff, leaf_eoff,
-            slot_feat, F0, dF, G0, dG, enode, ewant, eslot, dmax, qmax, nmax, block):  # pragma: no cover
-    """Contributions ``(n, F)`` for the rows of ``X``, a block of rows at a time, a tree at a time."""
+def _kernel(X, baseline, tree_noff, tree_loff, nfeat, nthr, ndefl, leaf_val, leaf_d, leaf_q, leaf_soff, leaf_coff,
+            leaf_eoff, slot_feat, F0, dF, G0, dG, enode, ewant, eslot, dmax, qmax, nmax, block):  # pragma: no cover
+    """Contributions ``(n, F)`` and margins ``(n,)`` for the rows of ``X``, a block of rows and a tree at a time."""
     n, nf = X.shape
     phi = np.zeros((n, nf))
+    margin = np.zeros(n)
+    reached = np.empty(block)
     Xt = np.empty((nf, block))
     gl = np.empty((nmax, block))  # 1.0 where the row goes left at a split of the current tree
     a = np.empty((dmax, block))  # 1.0 where the row follows every edge of a leaf's feature
@@ -56,6 +58,8 @@ def _kernel(X, tree_noff, tree_loff, nfeat, nthr, ndefl, leaf_d, leaf_q, leaf_so
             for f in range(nf):
                 Xt[f, r] = X[start + r, f]
         phiT[:, :B] = 0.0
+        for r in range(B):
+            margin[start + r] = baseline
         for tr in range(tree_noff.shape[0] - 1):
             no = tree_noff[tr]
             for s in range(tree_noff[tr + 1] - no):
@@ -74,6 +78,12 @@ def _kernel(X, tree_noff, tree_loff, nfeat, nthr, ndefl, leaf_d, leaf_q, leaf_so
                     else:
                         for r in range(B):
                             a[j, r] *= 1.0 - gl[s, r]
+                reached[:B] = leaf_val[lf]  # the row's leaf: every edge followed (sums as sklearn does, tree by tree)
+                for j in range(d):
+                    for r in range(B):
+                        reached[r] *= a[j, r]
+                for r in range(B):
+                    margin[start + r] += reached[r]
                 P[:q, :B] = 1.0
                 for j in range(d):
                     for k in range(q):
@@ -92,14 +102,15 @@ def _kernel(X, tree_noff, tree_loff, nfeat, nthr, ndefl, leaf_d, leaf_q, leaf_so
         for r in range(B):
             for f in range(nf):
                 phi[start + r, f] = phiT[f, r]
-    return phi
+    return phi, margin
 
 
 @njit(cache=True)
-def _kernel_one(x, tree_noff, tree_loff, nfeat, nthr, ndefl, leaf_d, leaf_q, leaf_soff, leaf_coff, leaf_eoff,
-                slot_feat, F0, dF, G0, dG, enode, ewant, eslot, dmax, qmax, nmax):  # pragma: no cover
+def _kernel_one(x, baseline, tree_noff, tree_loff, nfeat, nthr, ndefl, leaf_val, leaf_d, leaf_q, leaf_soff,
+                leaf_coff, leaf_eoff, slot_feat, F0, dF, G0, dG, enode, ewant, eslot, dmax, qmax, nmax):  # pragma: no cover
     """The same for one row, with scalar loops (a block of one would pay the loop overhead per leaf)."""
     phi = np.zeros(x.shape[0])
+    margin = baseline
     gl = np.empty(nmax)
     a = np.empty(dmax)
     P = np.empty(qmax)
@@ -115,6 +126,10 @@ def _kernel_one(x, tree_noff, tree_loff, nfeat, nthr, ndefl, leaf_d, leaf_q, lea
             for e in range(leaf_eoff[lf], leaf_eoff[lf + 1]):
                 g, w = gl[enode[e]], ewant[e]
                 a[eslot[e]] *= g * w + (1.0 - g) * (1.0 - w)
+            reached = leaf_val[lf]
+            for j in range(d):
+                reached *= a[j]
+            margin += reached
             for k in range(q):
                 P[k] = 1.0
             for j in range(d):
@@ -126,7 +141,7 @@ def _kernel_one(x, tree_noff, tree_loff, nfeat, nthr, ndefl, leaf_d, leaf_q, lea
                 for k in range(q):
                     acc += P[k] * (G0[c + k] + aj * dG[c + k])
                 phi[slot_feat[so + j]] += acc
-    return phi
+    return phi, margin
 
 
 def _leaf_paths(nodes: np.ndarray) -> list[tuple[float, list[tuple[int, int, int, float]]]]:
@@ -169,6 +184,7 @@ class HGBTreeShap:
         nfeat: list[int] = []
         nthr: list[float] = []
         ndefl: list[float] = []
+        leaf_val: list[float] = []
         leaf_d: list[int] = []
         leaf_q: list[int] = []
         leaf_soff: list[int] = []
@@ -182,7 +198,8 @@ class HGBTreeShap:
         dF: list[float] = []  # ... plus this when it follows it
         G0: list[float] = []  # the contribution weight (a - b) v w / factor, a = 0
         dG: list[float] = []  # ... plus this for a = 1
-        expected = float(np.asarray(clf._baseline_prediction).reshape(-1)[0])
+        baseline = float(np.asarray(clf._baseline_prediction).reshape(-1)[0])
+        expected = baseline
         gauss: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         for (tree,) in preds:
             nodes = tree.nodes
@@ -205,6 +222,7 @@ class HGBTreeShap:
                     x, w = np.polynomial.legendre.leggauss(q)
                     gauss[q] = ((x + 1) / 2, w / 2)  # on [0, 1]
                 t, w = gauss[q]
+                leaf_val.append(value)
                 leaf_d.append(d)
                 leaf_q.append(q)
                 leaf_soff.append(len(slot_feat))
@@ -229,8 +247,8 @@ class HGBTreeShap:
         i32, f64 = np.int32, np.float64
         self.n_leaves = len(leaf_d)
         self._tables = (
-            np.array(tree_noff, i32), np.array(tree_loff, i32), np.array(nfeat, i32), np.array(nthr, f64),
-            np.array(ndefl, f64), np.array(leaf_d, i32), np.array(leaf_q, i32), np.array(leaf_soff, i32),
+            baseline, np.array(tree_noff, i32), np.array(tree_loff, i32), np.array(nfeat, i32), np.array(nthr, f64),
+            np.array(ndefl, f64), np.array(leaf_val, f64), np.array(leaf_d, i32), np.array(leaf_q, i32), np.array(leaf_soff, i32),
             np.array(leaf_coff, i32), np.array(leaf_eoff, i32), np.array(slot_feat, i32), np.array(F0, f64),
             np.array(dF, f64), np.array(G0, f64), np.array(dG, f64), np.array(enode, i32), np.array(ewant, f64),
             np.array(eslot, i32), max(max(leaf_d, default=1), 1), max(leaf_q, default=1),
@@ -240,10 +258,20 @@ class HGBTreeShap:
 
     def shap_values(self, X: np.ndarray) -> np.ndarray:
         """Log-odds contributions ``(n, n_features)`` for the rows of ``X`` (NaN = missing)."""
+        return self.explain(X)[0]
+
+    def explain(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Contributions ``(n, n_features)`` and the model's margins ``(n,)``.
+
+        The margin is the model's own prediction (``clf.decision_function``), computed on the way: the
+        same splits and the same summation order, tree by tree, so it is equal to sklearn's bit for bit
+        (tests check it), without sklearn's per-call threading and validation overhead.
+        """
         X = np.ascontiguousarray(np.atleast_2d(X), dtype=np.float64)
         if X.shape[1] != self.n_features:
             raise ValueError(f"X has {X.shape[1]} columns; the model expects {self.n_features}")
         if len(X) == 1:
-            return _kernel_one(X[0], *self._tables)[None, :]
+            phi, margin = _kernel_one(X[0], *self._tables)
+            return phi[None, :], np.array([margin])
         return _kernel(X, *self._tables, BLOCK)
 

@@ -64,7 +64,11 @@ def test_kernel_equals_shap_on_every_row(seed, params):
     assert abs(k.base_value - base) <= TOL
     assert np.abs(phi - ref).max() <= TOL
     # The efficiency property against sklearn's own prediction: a wrong branch at a threshold or a NaN shows here.
-    assert np.abs(k.base_value + phi.sum(axis=1) - clf.decision_function(rows)).max() <= TOL
+    margin = clf.decision_function(rows)
+    assert np.abs(k.base_value + phi.sum(axis=1) - margin).max() <= TOL
+    # The margin computed on the way is sklearn's, bit for bit (same splits, same summation order).
+    assert np.array_equal(k.explain(rows)[1], margin)
+    assert all(k.explain(rows[i])[1][0] == margin[i] for i in range(0, len(rows), 97))
     # The single-row path (scalar loops) gives the same numbers.
     for i in range(0, len(rows), 97):
         assert np.abs(k.shap_values(rows[i]) - ref[i]).max() <= TOL
@@ -80,6 +84,7 @@ def test_kernel_equals_shap_on_the_project_model(trained):
     ref, base = _shap(model.clf, rows)
     assert abs(ts.base_value - base) <= TOL and np.abs(phi - ref).max() <= TOL
     assert np.abs(ts.base_value + phi.sum(axis=1) - margin).max() <= 1e-9
+    assert np.array_equal(margin, model.margin(rows))
     one, m1 = ts.contributions(rows[7])
     assert one.shape == (1, X.shape[1]) and np.abs(one[0] - ref[7]).max() <= TOL and m1[0] == margin[7]
 

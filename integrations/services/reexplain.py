@@ -56,16 +56,9 @@ class ReexplainResult(BaseModel):
 
 def _vectors(factors: list[list[dict]], names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
     """Feature matrix in ``names`` order from stored factors, and how many names each decision lacked."""
-    X = np.full((len(factors), len(names)), np.nan)
-    col = {n: i for i, n in enumerate(names)}
-    absent = np.full(len(factors), len(names))
-    for r, fs in enumerate(factors):
-        for f in fs:
-            i = col.get(f["feature"])
-            if i is not None:
-                absent[r] -= 1
-                if f["value"] is not None:
-                    X[r, i] = f["value"]
+    by = [{f["feature"]: f["value"] for f in fs} for fs in factors]
+    absent = np.array([sum(n not in d for n in names) for d in by], dtype=np.int64)
+    X = np.array([[d.get(n) for n in names] for d in by], dtype=np.float64).reshape(len(by), len(names))  # None: NaN
     return X, absent
 
 

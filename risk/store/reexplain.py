@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import BigInteger, Float, Integer, String, and_, func, select
+import orjson
+from sqlalchemy import BigInteger, Float, Integer, String, Text, and_, cast, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -54,10 +55,11 @@ def count_pending(s: Session, *, model_version: str, since_ms: int | None) -> in
 def pending_chunk(s: Session, *, model_version: str, since_ms: int | None, after_seq: int,
                   limit: int) -> list[tuple[int, str, list[dict[str, Any]]]]:
     """The next ``limit`` pending decisions in arrival order after ``after_seq``: (seq, decision_id, factors)."""
-    stmt = (select(DecisionRow.seq, DecisionRow.decision_id, ExplanationRow.body["factors"])
+    # Only the factors, as text, decoded by orjson: decoding the whole body with json was most of the time.
+    stmt = (select(DecisionRow.seq, DecisionRow.decision_id, cast(ExplanationRow.body["factors"], Text))
             .select_from(_from(model_version)).where(_pending(model_version, since_ms), DecisionRow.seq > after_seq)
             .order_by(DecisionRow.seq).limit(limit))
-    return [(int(seq), did, factors) for seq, did, factors in s.execute(stmt)]
+    return [(int(seq), did, orjson.loads(factors) if factors else []) for seq, did, factors in s.execute(stmt)]
 
 
 def _from(model_version: str) -> Any:
