@@ -28,6 +28,8 @@ from threadpoolctl import ThreadpoolController
 
 from evals.bench_agent import bench_agent
 from evals.bench_api import bench_api
+from evals.bench_kernel import bench_kernel
+from evals.bench_reexplain import bench_reexplain
 from knowledge import POLICY_DIR
 from risk.audit import Ledger
 from risk.counterfactual import find_counterfactuals
@@ -239,9 +241,12 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="glassgate-bench-") as d:
         latency, explain_in, (engine, world_end) = bench_online(Path(d), sz)
         batch = bench_batch_explain(*explain_in, sz)
+        kernel = bench_kernel(*explain_in, mode)
         rep = bench_replay(engine.sessions, sz)
         agent = bench_agent(Path(d), engine, world_end, mode)
     syn = bench_synth(sz)
+    log("glassgate reexplain over a store of decisions (evals.bench_reexplain)")
+    reexplain = bench_reexplain(mode)
     log("the service over loopback (evals.bench_api)")
     api = bench_api(mode)
     out = {"mode": mode, "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(),
@@ -251,7 +256,7 @@ def main(argv: list[str] | None = None) -> None:
            "notes": ("figures are from a shared 2-core machine (other jobs may run; see loadavg); treat them as "
                      "orders of magnitude, not SLOs. Latency parts are medians from a separate in-memory pass; "
                      "'rest' is the engine p50 minus those parts (DB, explanation assembly, audit), an estimate."),
-           "score_explain_latency_ms": latency, "batch_explain": batch, "replay_1m": rep, "synth_1m": syn,
+           "score_explain_latency_ms": latency, "batch_explain": batch, "treeshap_kernel": kernel, "reexplain": reexplain, "replay_1m": rep, "synth_1m": syn,
            "agent": agent, "api": api,
            "total_seconds": round(time.perf_counter() - t0, 1)}
     print(json.dumps(out, indent=2))

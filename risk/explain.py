@@ -1,7 +1,8 @@
 """Explanations: exact TreeSHAP per decision, grouped by factor family, in log-odds and in
 probability points.
 
-Log-odds: shap's ``TreeExplainer`` on the classifier gives contributions
+Log-odds: exact path-dependent TreeSHAP (our kernel in :mod:`risk.treeshap`, equal to shap's
+``TreeExplainer``, which stays the fallback for model shapes the kernel does not support) gives contributions
 ``phi`` with ``base + sum(phi) == margin`` (checked to 1e-6 for every decision).
 
 Probability points: the model's risk is ``sigmoid(margin)``. We split the gap
@@ -25,6 +26,7 @@ from pydantic import BaseModel
 
 from risk.catalog import BY_NAME, FAMILIES, FEATURE_FAMILY_INDEX, FEATURE_NAMES, FEATURES, format_value
 from risk.model import RiskModel, sigmoid
+from risk.treeshap import HGBTreeShap, UnsupportedModel
 
 ADDITIVITY_TOLERANCE = 1e-6
 
@@ -80,17 +82,29 @@ class Explanation(BaseModel):
 
 
 class TreeShap:
-    """Exact TreeSHAP for one model; batch calls amortise shap's per-call overhead."""
+    """Exact TreeSHAP for one model: our kernel (:mod:`risk.treeshap`) where it supports the model, else shap.
+
+    Attributes:
+        engine: ``"kernel"`` or ``"shap"`` (which one computes the contributions).
+    """
 
     def __init__(self, model: RiskModel):
         self.model = model
-        self._explainer = shap.TreeExplainer(model.clf)
-        ev = self._explainer.expected_value
-        self.base_value = float(np.asarray(ev).reshape(-1)[0])
+        self._kernel: HGBTreeShap | None = None
+        try:
+            self._kernel = HGBTreeShap(model.clf)
+        except UnsupportedModel:
+            self._explainer = shap.TreeExplainer(model.clf)
+            self.base_value = float(np.asarray(self._explainer.expected_value).reshape(-1)[0])
+        else:
+            self.base_value = self._kernel.base_value
+        self.engine = "shap" if self._kernel is None else "kernel"
 
     def contributions(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Return (phi, margin): log-odds contributions ``(n, F)`` and the model's margins ``(n,)``."""
         X = np.atleast_2d(np.asarray(X, dtype=np.float64))
+        if self._kernel is not None:
+            return self._kernel.explain(X)  # the margin is sklearn's, bit for bit, computed on the way
         phi = np.asarray(self._explainer.shap_values(X, check_additivity=False), dtype=np.float64)
         if phi.ndim == 3:  # some shap versions return one slice per class
             phi = phi[..., -1]

@@ -14,6 +14,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 import risk.audit  # noqa: F401  (registers the ledger's tables)
 import risk.store.control  # noqa: F401  (registers the control-loop tables)
+import risk.store.reexplain  # noqa: F401  (registers the re-explanations table)
 import risk.store.schema  # noqa: F401  (registers the decision tables)
 import risk.store.service  # noqa: F401  (registers the service tables)
 import risk.store.vendor  # noqa: F401  (registers the vendor tables)
@@ -60,7 +61,7 @@ def test_the_models_register_the_expected_tables():
                             "user_profiles", "verdicts", "proposals", "approvals", "executions",
                             "access_exceptions", "session_revocations", "policy_versions", "jobs",
                             "inbound_deliveries", "ticket_enrichments", "vendor_observations", "ingest_cursors",
-                            "iam_attempts", "iam_expiries"}
+                            "iam_attempts", "iam_expiries", "reexplanations"}
 
 
 def test_upgrade_creates_every_model_table_at_head(engine):

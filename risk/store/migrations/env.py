@@ -4,6 +4,7 @@ from alembic import context
 
 import risk.audit  # noqa: F401  (registers the ledger's tables)
 import risk.store.control  # noqa: F401  (registers the control-loop tables)
+import risk.store.reexplain  # noqa: F401  (registers the re-explanations table)
 import risk.store.schema  # noqa: F401  (registers the decision tables)
 import risk.store.service  # noqa: F401  (registers the service tables: jobs, deliveries, enrichments)
 import risk.store.vendor  # noqa: F401  (registers the vendor observation and ingest cursor tables)
