@@ -1,14 +1,14 @@
 """reexplanations: a decision's attributions under another model version, beside the original
 
 Revision ID: 0011
-Revises: 0004
+Revises: 0009
 """
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = '0011'
-down_revision = '0004'
+down_revision = '0009'
 branch_labels = None
 depends_on = None
 
