@@ -61,7 +61,10 @@ class Settings(BaseSettings):
     iam_budget_seconds: float = Field(default=10.0, gt=0)  # in-call retry budget of one vendor call
     iam_expiry_seconds: float = Field(default=30.0, gt=0)  # how often exceptions due to end are removed
     okta_org_url: str | None = None  # GLASSGATE_OKTA_ORG_URL, e.g. https://example.okta.com
-    okta_api_token: str | None = None  # GLASSGATE_OKTA_API_TOKEN (SSWS)
+    okta_api_token: str | None = None  # GLASSGATE_OKTA_API_TOKEN (SSWS), or the service app below
+    okta_client_id: str | None = None  # OAuth 2.0 service app (private key JWT)
+    okta_private_key_path: Path | None = None  # its PEM private key
+    okta_key_id: str | None = None  # the key's kid, when the app has several
     okta_exception_group_id: str | None = None  # the group the sign-on policy excludes
     entra_tenant_id: str | None = None
     entra_client_id: str | None = None
@@ -99,7 +102,16 @@ class Settings(BaseSettings):
         if self.iam == "okta":
             need("OKTA_ORG_URL", self.okta_org_url)
             url("OKTA_ORG_URL", self.okta_org_url)
-            need("OKTA_API_TOKEN", self.okta_api_token, secret=True)
+            if self.okta_client_id is None and self.okta_private_key_path is None:
+                need("OKTA_API_TOKEN", self.okta_api_token, secret=True)
+            elif self.okta_api_token is not None:
+                problems.append("set GLASSGATE_OKTA_API_TOKEN or GLASSGATE_OKTA_CLIENT_ID/PRIVATE_KEY_PATH, not both")
+            else:
+                need("OKTA_CLIENT_ID", self.okta_client_id)
+                if self.okta_private_key_path is None:
+                    problems.append("GLASSGATE_OKTA_PRIVATE_KEY_PATH is not set (GLASSGATE_OKTA_CLIENT_ID needs it)")
+                elif not self.okta_private_key_path.is_file():
+                    problems.append(f"GLASSGATE_OKTA_PRIVATE_KEY_PATH {self.okta_private_key_path} is not a file")
             need("OKTA_EXCEPTION_GROUP_ID", self.okta_exception_group_id)
         elif self.iam == "entra":
             for name in ("TENANT_ID", "CLIENT_ID", "EXCEPTION_GROUP_ID"):

@@ -3,13 +3,19 @@
 group membership (``PUT``/``DELETE /api/v1/groups/{groupId}/users/{userId}``, 204), sessions
 (``GET /api/v1/sessions/{id}``; ``DELETE /api/v1/users/{id}/sessions?oauthTokens=true``, 204) and suspension
 (``POST /api/v1/users/{id}/lifecycle/suspend``, 200; 400 unless ACTIVE). Every request must carry
-``Authorization: SSWS <token>`` and ``Accept: application/json``; errors are Okta's error objects.
+``Authorization: SSWS <token>`` (or a Bearer token from ``POST /oauth2/v1/token``, client credentials with a
+private key JWT checked against the service app's public key) and ``Accept: application/json``; errors are
+Okta's error objects.
 """
 
 from __future__ import annotations
 
 import re
+import secrets
 from typing import Any
+from urllib.parse import parse_qs
+
+import jwt
 
 from tests.fake_vendor import Answer, FakeVendor
 
@@ -23,9 +29,11 @@ PAGE = 2  # groups per page: small, so paging is exercised
 
 
 class FakeOkta(FakeVendor):
-    def __init__(self, *, token: str):
+    def __init__(self, *, token: str, client_id: str | None = None, public_key_pem: str | None = None):
         super().__init__()
         self.token = token
+        self.client_id, self.public_key_pem = client_id, public_key_pem  # an OAuth service app, when given
+        self.bearer: set[str] = set()
         self.users: dict[str, dict[str, Any]] = {}  # id -> user
         self.groups: dict[str, set[str]] = {}  # group id -> user ids
         self.sessions: dict[str, str] = {}  # session id -> user id
@@ -35,7 +43,28 @@ class FakeOkta(FakeVendor):
 
     def authorized(self, headers: dict[str, str], path: str) -> bool:
         self.check(headers.get("accept") == "application/json", f"{path}: Accept is {headers.get('accept')!r}")
-        return headers.get("authorization") == f"SSWS {self.token}"
+        if path == "/oauth2/v1/token":
+            return True  # the client authenticates with its signed assertion
+        auth = headers.get("authorization", "")
+        return auth == f"SSWS {self.token}" or (auth.startswith("Bearer ") and auth[7:] in self.bearer)
+
+    def _token(self, body: Any) -> Answer:
+        form = {k: v[0] for k, v in parse_qs(body if isinstance(body, str) else "").items()}
+        if form.get("grant_type") != "client_credentials" or form.get("client_assertion_type") != \
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer" or not self.public_key_pem:
+            return 400, {"error": "invalid_request", "error_description": "client credentials with a JWT"}, {}
+        try:
+            claims = jwt.decode(form.get("client_assertion", ""), self.public_key_pem, algorithms=["RS256"],
+                                audience=f"{self.url}/oauth2/v1/token", options={"require": ["exp", "iat", "jti"]})
+        except jwt.PyJWTError as exc:
+            return 401, {"error": "invalid_client", "error_description": f"The client_assertion is invalid: {exc}"}, {}
+        if claims.get("iss") != self.client_id or claims.get("sub") != self.client_id:
+            return 401, {"error": "invalid_client", "error_description": "iss and sub must be the client id"}, {}
+        self.check(set(form.get("scope", "").split()) == {"okta.users.manage", "okta.groups.manage",
+                                                           "okta.sessions.read"}, f"token: scope {form.get('scope')}")
+        tok = secrets.token_urlsafe(16)
+        self.bearer.add(tok)
+        return 200, {"token_type": "Bearer", "expires_in": 3600, "access_token": tok, "scope": form.get("scope")}, {}
 
     def error(self, status: int, message: str) -> Answer:
         code = {404: "E0000007", 400: "E0000001", 405: "E0000022"}.get(status, "E0000009")
@@ -47,6 +76,8 @@ class FakeOkta(FakeVendor):
 
     def route(self, method: str, path: str, query: dict[str, list[str]], headers: dict[str, str],
               body: Any) -> Answer:
+        if method == "POST" and path == "/oauth2/v1/token":
+            return self._token(body)
         if method == "GET" and (m := USER.match(path)):
             u = self._find(m.group(1))
             return (200, u, {}) if u else self.error(404, f"Not found: Resource not found: {m.group(1)} (User)")

@@ -77,3 +77,14 @@ def test_the_factory_picks_the_adapter_by_settings(policy):
     iam = build_iam(Settings(**OKTA), policy=policy, rules=rules())
     assert isinstance(iam, VendorIam) and iam.name == "okta"
     assert iam.vendor.capabilities.mode(IamAction.REVOKE_SESSION) is ActionMode.APPLY
+
+
+def test_okta_takes_an_api_token_or_a_service_app_key_not_both(tmp_path):
+    key = tmp_path / "okta.pem"
+    key.write_text("-----BEGIN PRIVATE KEY-----\n...\n")
+    app = {k: v for k, v in OKTA.items() if k != "okta_api_token"}
+    assert Settings(**app, okta_client_id="0oa1app", okta_private_key_path=key).iam_problems() == []
+    assert Settings(**app, okta_client_id="0oa1app").iam_problems() == [
+        "GLASSGATE_OKTA_PRIVATE_KEY_PATH is not set (GLASSGATE_OKTA_CLIENT_ID needs it)"]
+    assert Settings(**OKTA, okta_client_id="0oa1app", okta_private_key_path=key).iam_problems() == [
+        "set GLASSGATE_OKTA_API_TOKEN or GLASSGATE_OKTA_CLIENT_ID/PRIVATE_KEY_PATH, not both"]

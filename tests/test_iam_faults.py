@@ -96,6 +96,7 @@ def _sigkill_after_okta_applied(home: Home, okta: FakeOkta, tmp_path: Path, *, k
         assert 'glassgate_iam_expiries{status="done"} 1.0' in metrics
 
 
+@pytest.mark.slow
 def test_sigkill_after_okta_applied_the_grant_reaches_okta_once_and_the_expiry_removes_it_once(home, okta,
                                                                                                 tmp_path):
     _sigkill_after_okta_applied(home, okta, tmp_path, kill_expiry=False)

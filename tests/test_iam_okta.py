@@ -269,3 +269,33 @@ def test_a_revocation_finds_the_sessions_user_in_the_decision_store(okta, db_url
     assert [c.path for c in okta.calls("DELETE")] == ["/api/v1/users/00u1frank/sessions"]
     assert store.execution(pid).status == "applied"
     store.db.dispose()
+
+
+def test_oauth_private_key_jwt_gets_a_bearer_token_the_management_api_accepts(tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from integrations.iam.okta import private_key_jwt_auth
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()).decode()
+    pub = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                        serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    with FakeOkta(token=TOKEN, client_id="0oa1glassgate", public_key_pem=pub) as fake:
+        fake.add_user("frank@example.com", uid="00u1frank")
+        fake.groups[GROUP] = set()
+        auth = private_key_jwt_auth(org_url=fake.url, client_id="0oa1glassgate", private_key_pem=pem, key_id="k1")
+        a = OktaIam(org_url=fake.url, auth=auth, exception_group_id=GROUP, capabilities=CAPS)
+        assert a.execute(req(IamAction.GRANT_EXCEPTION, user_id="frank@example.com"), now=T0).status is \
+            IamStatus.APPLIED
+        (put,) = fake.calls("PUT")
+        assert put.headers["authorization"].removeprefix("Bearer ") in fake.bearer
+        assert len(fake.calls("POST", "/oauth2/v1/token")) == 1
+        other = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+        bad = OktaIam(org_url=fake.url, exception_group_id=GROUP, capabilities=CAPS,
+                      auth=private_key_jwt_auth(org_url=fake.url, client_id="0oa1glassgate", private_key_pem=other))
+        got = bad.execute(req(IamAction.END_EXCEPTION, user_id="frank@example.com"), now=T0)
+        assert got.status is IamStatus.FAILED and "invalid_client" in (got.error or "")
+        assert fake.problems == [] and len(fake.calls("DELETE")) == 0

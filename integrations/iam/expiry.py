@@ -13,42 +13,32 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
-from agent.iam_expiry import ExpiryOutcome, due_expiries, overdue_count, run_due_expiries
+from agent.iam_expiry import ExpiryOutcome, overdue_count
 from integrations.periodic import Periodic
 from integrations.runtime import Runtime
+from integrations.services.deps import ServiceDeps
+from integrations.services.iam_expiry import run_expiries
 from risk.store.control import IamExpiryRow
 
 log = logging.getLogger("glassgate.iam.expiry")
 
 
-def run_expiries(rt: Runtime) -> list[ExpiryOutcome]:
-    """Remove every exception due to end through the configured vendor adapter (none: nothing to do)."""
-    with rt.sessions() as s:
-        if not due_expiries(s, now=rt.clock()):
-            return []  # the usual case: the agent's dependencies need not even be built
-    vendor = getattr(rt.agent_deps.iam, "vendor", None)
-    if vendor is None:
-        log.error("exceptions are due to end in a vendor IAM, but GLASSGATE_IAM is builtin: they stay overdue")
-        return []
-    return run_due_expiries(rt.sessions, adapter=vendor, ledger=rt.ledger, clock=rt.clock,
-                            after_call=getattr(rt.agent_deps.iam, "after_call", None))
-
-
 class ExpirySweeper(Periodic):
-    """:func:`run_expiries` at start-up and every GLASSGATE_IAM_EXPIRY_SECONDS, under the app's write lock."""
+    """:func:`integrations.services.iam_expiry.run_expiries` at start-up and every GLASSGATE_IAM_EXPIRY_SECONDS,
+    under the app's write lock."""
 
     name = "glassgate-iam-expiry"
 
     def __init__(self, rt: Runtime, *, write_lock: AbstractContextManager[Any] | None = None):
         super().__init__(interval=rt.settings.iam_expiry_seconds)
-        self._rt = rt
+        self._deps = ServiceDeps.from_runtime(rt)
         self._lock: Callable[[], AbstractContextManager[Any]] = (lambda: write_lock) if write_lock is not None \
             else nullcontext
 
     def run_once(self) -> list[ExpiryOutcome]:
         try:
             with self._lock():
-                got = run_expiries(self._rt)
+                got = run_expiries(deps=self._deps)
         except Exception:  # noqa: BLE001 - e.g. the database is down; the next run tries again
             log.exception("removal of expired exceptions failed")
             return []

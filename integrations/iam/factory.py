@@ -68,9 +68,15 @@ def build_vendor(settings: Settings) -> VendorAdapter | None:
     caps = load_capabilities(settings.iam_capabilities or SHIPPED_CAPABILITIES, settings.iam)
     opts: dict[str, Any] = {"budget_s": settings.iam_budget_seconds}
     if settings.iam == "okta":
-        from integrations.iam.okta import OktaIam
+        from integrations.iam.okta import OktaIam, private_key_jwt_auth
 
-        return OktaIam(org_url=settings.okta_org_url or "", api_token=settings.okta_api_token or "",
+        org = settings.okta_org_url or ""
+        auth = None
+        if settings.okta_private_key_path is not None:
+            auth = private_key_jwt_auth(org_url=org, client_id=settings.okta_client_id or "",
+                                        private_key_pem=settings.okta_private_key_path.read_text(),
+                                        key_id=settings.okta_key_id)
+        return OktaIam(org_url=org, api_token=settings.okta_api_token, auth=auth,
                        exception_group_id=settings.okta_exception_group_id or "", capabilities=caps, **opts)
     if settings.iam == "keycloak":
         from integrations.iam.keycloak import KeycloakIam

@@ -1,4 +1,5 @@
-"""Okta Management API adapter (API token: ``Authorization: SSWS <token>``).
+"""Okta Management API adapter (an API token, ``Authorization: SSWS <token>``, or OAuth 2.0 for a service
+app with a private key JWT, :func:`private_key_jwt_auth`).
 
 - revoke_session: ``GET /api/v1/sessions/{sessionId}`` first (404: the session is over already), then
   ``DELETE /api/v1/users/{userId}/sessions?oauthTokens=true`` (204), which also revokes the user's OAuth tokens.
@@ -15,15 +16,23 @@ The subject is looked up by login or id (``GET /api/v1/users/{login}``) to get O
 from __future__ import annotations
 
 import re
+import time
+import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
+import httpx
+import jwt
+
 from agent.iam_types import ActionMode, Capabilities, IamAction, IamRequest, IamResult, IamStatus
-from integrations.iam.http import StaticAuth, VendorBusy, VendorHttp, VendorRefused
+from integrations.iam.http import Auth, StaticAuth, TokenAuth, VendorBusy, VendorHttp, VendorRefused
 
 _NEXT = re.compile(r'<([^>]+)>;\s*rel="next"')
 MAX_PAGES = 20
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+SCOPES = "okta.users.manage okta.groups.manage okta.sessions.read"
 
 
 def _q(v: str) -> str:
@@ -33,12 +42,13 @@ def _q(v: str) -> str:
 class OktaIam:
     name = "okta"
 
-    def __init__(self, *, org_url: str, api_token: str, exception_group_id: str, capabilities: Capabilities,
-                 http: VendorHttp | None = None, **http_options: Any):
+    def __init__(self, *, org_url: str, exception_group_id: str, capabilities: Capabilities,
+                 api_token: str | None = None, auth: Auth | None = None, **http_options: Any):
+        """Authenticate with ``api_token`` (SSWS) or ``auth`` (e.g. :func:`private_key_jwt_auth`)."""
         self.capabilities = capabilities
         self.group_id = exception_group_id
-        self.http = http or VendorHttp(vendor="Okta", base_url=org_url, auth=StaticAuth(f"SSWS {api_token}"),
-                                       **http_options)
+        self.http = VendorHttp(vendor="Okta", base_url=org_url, auth=auth or StaticAuth(f"SSWS {api_token}"),
+                               **http_options)
 
     def close(self) -> None:
         self.http.close()
@@ -100,3 +110,34 @@ class OktaIam:
             self.http.call("POST", f"/api/v1/users/{_q(user['id'])}/lifecycle/suspend", ok=(200,))
             return IamStatus.APPLIED, detail
         raise VendorRefused(f"Okta adapter does not execute {req.action.value} in mode {mode.value}", status=0)
+
+
+def private_key_jwt_auth(*, org_url: str, client_id: str, private_key_pem: str, key_id: str | None = None,
+                         scopes: str = SCOPES, timeout: float = 10.0,
+                         wall: Callable[[], float] = time.time) -> TokenAuth:
+    """OAuth 2.0 for an Okta API service app: a client credentials token from the org authorization server
+    (``POST /oauth2/v1/token``), the client authenticated by a JWT signed with its private key (RS256,
+    ``iss`` = ``sub`` = client id, ``aud`` = the token URL, five minutes). Tokens are Bearer tokens."""
+    base = org_url.rstrip("/")
+    client = httpx.Client(base_url=base, timeout=timeout, headers={"Accept": "application/json"})
+
+    def fetch() -> tuple[str, float]:
+        now = int(wall())
+        assertion = jwt.encode({"iss": client_id, "sub": client_id, "aud": f"{base}/oauth2/v1/token", "iat": now,
+                                "exp": now + 300, "jti": uuid.uuid4().hex}, private_key_pem, algorithm="RS256",
+                               headers={"kid": key_id} if key_id else None)
+        try:
+            r = client.post("/oauth2/v1/token", data={"grant_type": "client_credentials", "scope": scopes,
+                                                      "client_assertion_type": ASSERTION_TYPE,
+                                                      "client_assertion": assertion})
+        except httpx.TransportError as exc:
+            raise VendorBusy(f"Okta token: {type(exc).__name__}") from None
+        if r.status_code == 429 or r.status_code >= 500:
+            raise VendorBusy(f"Okta token endpoint answered {r.status_code}")
+        if r.status_code != 200:
+            raise VendorRefused(f"Okta refused the client assertion ({r.status_code}): {r.text[:200]}",
+                                status=r.status_code)
+        body = r.json()
+        return str(body["access_token"]), float(body.get("expires_in", 300))
+
+    return TokenAuth(fetch, wall=wall)
