@@ -18,6 +18,7 @@ from integrations.api.routes import agent, audit, decisions, events, health, pol
 from integrations.enrichment import start_enrichment_worker
 from integrations.principals import ConfigError, load_principals
 from integrations.runtime import Runtime
+from integrations.ui import install as install_ui
 from integrations.witness import Checkpointer
 
 
@@ -45,6 +46,7 @@ def create_app(runtime: Runtime, *, start_worker: bool = True) -> FastAPI:
     tickets.install(app)
     for module in (health, metrics, events, decisions, agent, proposals, policies, audit, tickets):
         app.include_router(module.router)
+    install_ui(app)  # the dashboard at /ui
     if runtime.settings.slack_enabled:
         from integrations.api.routes import slack  # slack-bolt is imported only when Slack is switched on
 
