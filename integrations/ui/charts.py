@@ -11,7 +11,13 @@ from risk.catalog import FAMILIES
 FAMILY_LABEL = {"identity": "Identity confidence", "device": "Device posture", "behavior": "Session behavior",
                 "network": "Network context"}
 ROW = 22  # px per waterfall row
+TOP = 24  # room above the rows for the thresholds' labels
+LABEL_CHARS = 52
 LABEL_W, PLOT_W, VALUE_W = 330, 460, 80
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= LABEL_CHARS else text[: LABEL_CHARS - 1] + "…"
 
 
 def _x(risk: float) -> float:
@@ -43,9 +49,10 @@ def waterfall(explanation: Any, *, step_up_at: float, deny_at: float) -> dict[st
                  "points": explanation.risk})
     for i, r in enumerate(rows):
         lo, hi = sorted((r["start"], r["end"]))
-        r.update(y=8 + i * ROW, x=_x(lo), w=max(1.0, _x(hi) - _x(lo)),
+        text = r["label"] + (f": {r['display']}" if r["kind"] == "feature" else "")
+        r.update(y=TOP + i * ROW, x=_x(lo), w=max(1.0, _x(hi) - _x(lo)), text=_clip(text), full=text,
                  direction="up" if r["points"] > 0 else "down" if r["points"] < 0 else "none")
-    height = 8 + len(rows) * ROW + 24
+    height = TOP + len(rows) * ROW + 24
     lines = [{"label": f"step-up at {step_up_at:.2f}", "x": _x(step_up_at), "kind": "step_up"},
              {"label": f"deny at {deny_at:.2f}", "x": _x(deny_at), "kind": "deny"}]
     ticks = [{"x": _x(t / 10), "label": f"{t / 10:.1f}"} for t in range(0, 11, 2)]
@@ -85,5 +92,5 @@ def heatmap(matrix: list[list[int]], *, cell: int = 64) -> dict[str, Any]:
         for j, v in enumerate(row):
             level = 0 if v == 0 else 1 + min(4, int(4 * v / top))
             cells.append({"x": 90 + j * cell, "y": 30 + i * cell, "n": v, "level": level, "before": names[i],
-                          "after": names[j], "changed": i != j})
+                          "after": names[j], "changed": i != j and v > 0})
     return {"cells": cells, "cell": cell, "names": names, "width": 90 + 3 * cell + 10, "height": 30 + 3 * cell + 10}
