@@ -124,11 +124,14 @@ def _plans(db: Path, now_ms: int) -> dict[str, list[str]]:
             "WHERE {w} ORDER BY d.seq DESC LIMIT 51")
     queries = {
         "feed": base.format(w="1"), "feed outcome": base.format(w="d.outcome = 'deny'"),
-        "feed tier": base.format(w="d.sensitivity = 'restricted'"), "feed family": base.format(w="e.top_family = 'network'"),
+        "feed tier": base.format(w="d.sensitivity = 'restricted'"), "feed family": base.format(w="EXISTS (SELECT 1 FROM explanations x WHERE x.decision_id = "
+                                                          "d.decision_id AND x.top_family = 'network')"),
         "feed user": base.format(w="d.user_id = 'u0001'"), "feed resource": base.format(w="d.resource_id = 'wiki'"),
         "live poll": "SELECT d.decision_id FROM decisions d JOIN explanations e ON e.decision_id = d.decision_id "
                      "WHERE d.seq > 999000 ORDER BY d.seq LIMIT 100",
-        "counts day": f"SELECT outcome, count(*) FROM decisions WHERE ts_ms >= {now_ms - 86_400_000} GROUP BY outcome",
+        "counts": f"SELECT CASE WHEN d.ts_ms >= {now_ms - 3_600_000} THEN 1 ELSE 0 END AS r, d.outcome, e.top_family, "
+                  "count(*) FROM decisions d JOIN explanations e ON e.decision_id = d.decision_id "
+                  f"WHERE d.ts_ms >= {now_ms - 86_400_000} GROUP BY r, d.outcome, e.top_family",
     }
     out = {k: [r[3] for r in con.execute("EXPLAIN QUERY PLAN " + q)] for k, q in queries.items()}
     con.close()

@@ -57,7 +57,7 @@ def feed(request: Request, user: User, before: Annotated[int | None, Query(ge=1)
     f, problems = _filters(request)
     d = deps(request)
     page = dashboard.feed_page(deps=d, filters=f, before=before)
-    hour, day = dashboard.counts(deps=d, window="hour"), dashboard.counts(deps=d, window="day")
+    hour, day = dashboard.counts(deps=d)
     return render(request, "feed.html", user=user, page=page, filters=_query(f), problems=problems, hour=hour,
                   day=day, before=before)
 
