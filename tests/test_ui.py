@@ -215,3 +215,23 @@ def test_threshold_change_drafted_in_what_if_is_refused_to_its_requester_and_app
     assert r.status_code == 200 and 'data-ok="true"' in r.text
     rows = sqlite_rows(home.home, "SELECT principal, decision, channel FROM approvals WHERE proposal_id = :p", p=pid)
     assert rows == [("dana", "approve", "api")]
+
+
+def test_grafana_dashboard_queries_only_metrics_the_service_exposes(app: Any, home: Home) -> None:
+    import json
+    from pathlib import Path
+
+    import integrations.ui
+
+    dash = json.loads((Path(integrations.ui.__file__).parent / "grafana" / "glassgate.json").read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    names = {n for e in exprs for n in re.findall(r"\bglassgate_[a-z_]+", e)}
+    from integrations.witness import Checkpointer
+
+    app.state.checkpointer = Checkpointer(app.state.runtime, interval=3600)
+    app.state.checkpointer.run_once()  # the audit gauges appear once a checkpoint has run
+    c = TestClient(app)
+    c.get("/ui/login")  # so the request metrics have a /ui route
+    exposed = c.get("/metrics", headers={"Authorization": f"Bearer {home.tokens['analyst']}"}).text
+    missing = {n for n in names if not re.search(rf"^({n}[{{ ]|# TYPE {n} )", exposed, re.M)}
+    assert names and missing == set()
