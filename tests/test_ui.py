@@ -203,7 +203,7 @@ def test_threshold_change_drafted_in_what_if_is_refused_to_its_requester_and_app
         app: Any, home: Home) -> None:
     owner, admin, analyst = (sign_in(app, home.tokens[r]) for r in ("policy_owner", "admin", "analyst"))
     assert "Draft this change" not in analyst.get("/ui/whatif").text  # per-role view: analysts replay only
-    page = owner.get("/ui/whatif?target=POL-ACCESS-001%7Ctier%3Ainternal&step_up_at=0.4&deny_at=0.8")
+    page = owner.get("/ui/whatif?target=POL-ACCESS-001%7Ctier%3Ainternal&step_up_at=0.4&deny_at=0.8&run=1")
     assert 'id="replay-summary"' in page.text
     r = owner.post("/ui/whatif/draft", data={"target": "POL-ACCESS-001|tier:internal", "step_up_at": "0.4",
                                              "deny_at": "0.8", "csrf": csrf_of(owner)})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any
@@ -27,6 +28,7 @@ router = APIRouter(prefix="/ui", include_in_schema=False)
 
 POLL_SECONDS = 1.0
 HEARTBEAT_SECONDS = 15.0
+COUNTS_TTL = 10.0
 STREAM_SECONDS = 300.0  # then the browser reconnects with Last-Event-ID: no stream lives forever
 FILTER_KEYS = ("outcome", "user", "resource", "tier", "family", "since", "until")
 
@@ -57,9 +59,20 @@ def feed(request: Request, user: User, before: Annotated[int | None, Query(ge=1)
     f, problems = _filters(request)
     d = deps(request)
     page = dashboard.feed_page(deps=d, filters=f, before=before)
-    hour, day = dashboard.counts(deps=d)
-    return render(request, "feed.html", user=user, page=page, filters=_query(f), problems=problems, hour=hour,
-                  day=day, before=before)
+    return render(request, "feed.html", user=user, page=page, filters=_query(f), problems=problems, before=before)
+
+
+@router.get("/feed/counts")
+def counts(request: Request, user: User) -> Response:
+    """The small charts (the feed page loads them after itself and refreshes them every 30 s). A reading
+    younger than ``COUNTS_TTL`` seconds is reused: many analysts' pages then cost one pass over the day."""
+    state = request.app.state
+    now = time.monotonic()
+    cached = getattr(state, "ui_counts", None)
+    if cached is None or now - cached[0] > COUNTS_TTL:
+        cached = state.ui_counts = (now, dashboard.counts(deps=deps(request)))
+    hour, day = cached[1]
+    return render(request, "_counts.html", user=user, hour=hour, day=day)
 
 
 def _event(row: dashboard.FeedRow) -> str:

@@ -75,14 +75,17 @@ def whatif(request: Request, user: User) -> Response:
     chosen = next((s for s in scopes if f"{s['policy_id']}|{s['scope']}" == q.get("target")), scopes[0] if scopes
                   else None)
     result, problems = None, []
-    if chosen is not None:
+    htmx = bool(request.headers.get("hx-request"))
+    # a replay reads every decision of the scope: the full page answers first and the replay follows as a
+    # fragment (htmx), unless the form was submitted without script (run=1)
+    if chosen is not None and (htmx or q.get("run") == "1"):
         su, dn = _num(q.get("step_up_at")), _num(q.get("deny_at"))
         try:
             result = actions.whatif(deps=deps(request), policy_id=str(chosen["policy_id"]), scope=str(chosen["scope"]),
                                     step_up_at=su, deny_at=dn)
         except ToolInputError as exc:
             problems = [f"{p.field}: {p.message}" for p in exc.problems]
-    page = "_whatif_result.html" if request.headers.get("hx-request") else "whatif.html"
+    page = "_whatif_result.html" if htmx else "whatif.html"
     return render(request, page, user=user, scopes=scopes, chosen=chosen, result=result, problems=problems,
                   can_draft=user.has(*DRAFTERS), drafted=q.get("drafted"))
 

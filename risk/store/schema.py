@@ -45,6 +45,7 @@ class DecisionRow(Base):
                       Index("ix_decisions_outcome_seq", "outcome", "seq"),
                       Index("ix_decisions_sensitivity_seq", "sensitivity", "seq"),
                       Index("ix_decisions_resource_seq", "resource_id", "seq"),
+                      Index("ix_decisions_user_seq", "user_id", "seq"),
                       Index("ix_decisions_ts_outcome", "ts_ms", "outcome", "decision_id"))
 
 

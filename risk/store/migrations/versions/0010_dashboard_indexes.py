@@ -15,6 +15,7 @@ INDEXES = (
     ('decisions', 'ix_decisions_outcome_seq', ['outcome', 'seq']),
     ('decisions', 'ix_decisions_sensitivity_seq', ['sensitivity', 'seq']),
     ('decisions', 'ix_decisions_resource_seq', ['resource_id', 'seq']),
+    ('decisions', 'ix_decisions_user_seq', ['user_id', 'seq']),
     ('decisions', 'ix_decisions_ts_outcome', ['ts_ms', 'outcome', 'decision_id']),
     ('explanations', 'ix_explanations_family', ['decision_id', 'top_family']),
 )
