@@ -85,12 +85,14 @@ def _capture(base: str, result: Any, rt: Runtime, out: Path, sync_playwright: An
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": WIDTH, "height": 900}, device_scale_factor=1)
+        page.set_default_timeout(300_000)  # the first narrative of a process builds the policy index
         page.goto(f"{base}/ui/login")
         page.fill("#token", result.tokens["bob"])
         page.click("button[type=submit]")
         page.wait_for_selector("#live[data-state=open]")
         # a few events arriving live, so the feed shows fresh rows as an analyst sees them
-        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {result.tokens['ingest-gw']}"}) as c:
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {result.tokens['ingest-gw']}"},
+                          timeout=300) as c:
             with rt.sessions() as s:
                 from risk.store.schema import DecisionRow
                 latest = s.query(DecisionRow).order_by(DecisionRow.seq.desc()).limit(3).all()

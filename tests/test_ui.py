@@ -235,3 +235,25 @@ def test_grafana_dashboard_queries_only_metrics_the_service_exposes(app: Any, ho
     exposed = c.get("/metrics", headers={"Authorization": f"Bearer {home.tokens['analyst']}"}).text
     missing = {n for n in names if not re.search(rf"^({n}[{{ ]|# TYPE {n} )", exposed, re.M)}
     assert names and missing == set()
+
+
+def test_session_secret_is_private_and_shared_by_every_process_on_a_home(tmp_path: Any) -> None:
+    from integrations.ui.auth import load_secret
+
+    first, second = load_secret(tmp_path), load_secret(tmp_path)
+    assert first == second and len(first) == 32
+    assert (tmp_path / "ui-secret").stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["ui-secret"]  # no temporary file left behind
+
+
+def test_rotating_a_token_ends_its_dashboard_sessions(app: Any, home: Home) -> None:
+    c = sign_in(app, home.tokens["analyst"])
+    assert c.get("/ui").status_code == 200
+    entries = app.state.principal_entries
+    ana = entries["ana"]
+    try:
+        entries["ana"] = ana.model_copy(update={"token_sha256": "0" * 64})  # the file now holds a new token
+        r = c.get("/ui")
+        assert r.status_code == 303 and r.headers["location"] == "/ui/login"
+    finally:
+        entries["ana"] = ana

@@ -56,15 +56,21 @@ def load_secret(home: Path) -> bytes:
     """The home's session-signing secret, created (32 random bytes, mode 0600) on first use."""
     home.mkdir(parents=True, exist_ok=True)
     path = home / SECRET_FILE
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        fd = -1
-    if fd >= 0:
+    if not path.exists():
+        # written whole under a temporary name, then linked into place: two processes starting on one home
+        # agree on one secret, and neither ever reads a half-written file
+        tmp = home / f".{SECRET_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(secrets.token_bytes(32))
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another process was first: use its secret
+        finally:
+            tmp.unlink()
     data = path.read_bytes()
-    if len(data) < 32:  # e.g. another process is writing it this instant, or someone truncated it
+    if len(data) < 32:
         raise ValueError(f"{path}: the dashboard secret is shorter than 32 bytes; delete it to make a new one")
     return data
 
