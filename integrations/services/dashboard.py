@@ -155,7 +155,8 @@ def counts(*, deps: ServiceDeps) -> tuple[Counts, Counts]:
     with deps.sessions() as s:
         rows = s.execute(q).all()
     out = []
-    for window, since, in_window in (("hour", hour, {1}), ("day", day, {0, 1})):
+    windows: tuple[tuple[Literal["hour", "day"], datetime, set[int]], ...] = (("hour", hour, {1}), ("day", day, {0, 1}))
+    for window, since, in_window in windows:
         by_outcome = {o.value: 0 for o in Outcome}
         by_family = {f.value: 0 for f in Family}
         for is_recent, outcome, family, n in rows:

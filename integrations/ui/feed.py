@@ -87,9 +87,8 @@ async def stream(request: Request, user: User, after: Annotated[int | None, Quer
     f, _ = _filters(request)
     d = deps(request)
     last_id = request.headers.get("last-event-id", "")
-    cursor = int(last_id) if last_id.isdigit() else after
-    if cursor is None:
-        cursor = await run_in_threadpool(dashboard.newest_seq, d)
+    given = int(last_id) if last_id.isdigit() else after
+    cursor: int = given if given is not None else await run_in_threadpool(dashboard.newest_seq, d)
     loop = asyncio.get_running_loop()
 
     async def events() -> AsyncIterator[str]:
