@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test bench eval reliability lint clean
+.PHONY: install demo test bench eval reliability lint clean screenshots
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ test: install
 
 bench: install
 	$(BIN)/python -m evals.bench
+	$(BIN)/python -m evals.bench_ui
+
+# screenshots of the dashboard for the README (docs/img/*.png; needs chromium: apt-get install chromium)
+screenshots: install
+	$(BIN)/python -m evals.screenshots --out docs/img
 
 # explanation and narrative quality (glassgate eval), then the prompt-injection suite; reports under
 # $(GLASSGATE_HOME)/reports (default .glassgate/reports)

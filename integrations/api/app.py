@@ -20,6 +20,7 @@ from integrations.principals import ConfigError, load_principals
 from integrations.runtime import Runtime
 from integrations.services.deps import ServiceDeps
 from integrations.sweeper import ApprovedSweeper
+from integrations.ui import install as install_ui
 from integrations.witness import Checkpointer
 
 
@@ -52,6 +53,7 @@ def create_app(runtime: Runtime, *, start_worker: bool = True) -> FastAPI:
     from integrations.api.routes import ingest  # vendor sign-in logs, scored in shadow (i11)
 
     app.include_router(ingest.router)
+    install_ui(app)  # the dashboard at /ui
     if runtime.settings.slack_enabled:
         from integrations.api.routes import slack  # slack-bolt is imported only when Slack is switched on
 

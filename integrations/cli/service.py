@@ -88,6 +88,7 @@ def _print_service_intro(rt: Runtime, result: Any, host: str, port: int, *, serv
         for role in p.roles:
             by_role.setdefault(role.value, pid)
     typer.echo(f"\n--- the service{'' if serving else ' (start it with: glassgate serve)'}: {base}")
+    typer.echo(f"dashboard: {base}/ui (sign in with a token below)")
     typer.echo(f"bearer tokens (shown once; {rt.settings.home / 'principals.yaml'} keeps only their SHA-256):")
     for role_name, pid in sorted(by_role.items()):
         typer.echo(f"  {role_name:<13} {pid:<10} {result.tokens[pid]}")

@@ -40,7 +40,13 @@ class DecisionRow(Base):
     # An approved exception in force for this user and resource (cited), or None.
     exception: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
 
-    __table_args__ = (Index("ix_decisions_user_ts", "user_id", "ts_ms"), Index("ix_decisions_scope", "policy_id", "threshold_scope"))
+    __table_args__ = (Index("ix_decisions_user_ts", "user_id", "ts_ms"), Index("ix_decisions_scope", "policy_id", "threshold_scope"),
+                      # the dashboard (migration 0010): feed pages by arrival per filter; counts by event time
+                      Index("ix_decisions_outcome_seq", "outcome", "seq"),
+                      Index("ix_decisions_sensitivity_seq", "sensitivity", "seq"),
+                      Index("ix_decisions_resource_seq", "resource_id", "seq"),
+                      Index("ix_decisions_user_seq", "user_id", "seq"),
+                      Index("ix_decisions_ts_outcome", "ts_ms", "outcome", "decision_id"))
 
 
 class ExplanationRow(Base):
@@ -51,6 +57,9 @@ class ExplanationRow(Base):
     status: Mapped[str] = mapped_column(String(16))
     contributions: Mapped[list[float]] = mapped_column(JSONType)  # log-odds, catalog order
     body: Mapped[dict[str, Any]] = mapped_column(JSONType)
+
+    # the dashboard (migration 0010): the family of a decision without reading its explanation's body
+    __table_args__ = (Index("ix_explanations_family", "decision_id", "top_family"),)
 
 
 class ProfileRow(Base):
