@@ -2,12 +2,12 @@
 last hour or day by event time without touching the rows
 
 Revision ID: 0010
-Revises: 0004
+Revises: 0009
 """
 from alembic import op
 
 revision = '0010'
-down_revision = '0004'
+down_revision = '0009'
 branch_labels = None
 depends_on = None
 
