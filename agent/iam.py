@@ -40,6 +40,12 @@ class IamAdapter(Protocol):
         failure (retried), anything else for a final one."""
         ...
 
+    def withdraw(self, s: Session, proposal: ProposalRow, *, now: datetime) -> dict[str, Any] | None:
+        """The executor refused ``proposal`` (its window ended before it could run): make sure nothing of it
+        stays applied, for an earlier attempt may have reached the IAM system before a crash. What was
+        scheduled, or None when there is nothing to undo."""
+        ...
+
 
 def _ms(t: datetime) -> int:
     return int(t.timestamp() * 1000)
@@ -53,6 +59,9 @@ class BuiltinIam:
     def __init__(self, *, base_policy: PolicySet, rules: ApprovalRules):
         self.base_policy = base_policy
         self.rules = rules
+
+    def withdraw(self, s: Session, proposal: ProposalRow, *, now: datetime) -> dict[str, Any] | None:
+        return None  # the built-in effects commit with their execution record: a refused one left nothing
 
     def apply(self, s: Session, proposal: ProposalRow, *, now: datetime) -> dict[str, Any]:
         p = proposal.payload

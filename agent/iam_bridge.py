@@ -50,11 +50,12 @@ def request_for(s: Session, row: ProposalRow, *, now: datetime) -> IamRequest | 
         ApprovalRow.proposal_id == row.proposal_id, ApprovalRow.decision == "approve").order_by(ApprovalRow.id)))
     base: dict[str, Any] = {"idempotency_key": row.proposal_id, "proposal_id": row.proposal_id, "action": action,
                             "approvers": approvers, "reason": p.get("reason") or p.get("note") or ""}
-    if kind is Kind.GRANT_EXCEPTION:
-        return IamRequest(**base, user_id=p["user_id"], resource_id=p["resource_id"], window_start=now,
-                          window_end=now + timedelta(hours=float(p["duration_hours"])))
-    # the approval time, the same on every retry: sessions older than it must be gone
+    # the approval time, the same on every retry: an exception's window starts there (a retry never extends
+    # it), and sessions older than it must be gone
     approved = datetime.fromtimestamp(row.decided_ms / 1000, UTC) if row.decided_ms is not None else now
+    if kind is Kind.GRANT_EXCEPTION:
+        return IamRequest(**base, user_id=p["user_id"], resource_id=p["resource_id"], window_start=approved,
+                          window_end=approved + timedelta(hours=float(p["duration_hours"])))
     if kind is Kind.REVOKE_SESSION:
         user = s.scalars(select(DecisionRow.user_id).where(DecisionRow.session_id == p["session_id"])
                          .order_by(DecisionRow.ts_ms.desc()).limit(1)).first()
@@ -97,9 +98,26 @@ class VendorIam:
             raise IamRefused(res.error or "the IAM system refused the action")
         local = self.builtin.apply(s, proposal, now=now)  # glassgate's own view of the same effect
         if req.action is IamAction.GRANT_EXCEPTION and req.window_end is not None:
-            end = end_request(req)
-            s.add(IamExpiryRow(proposal_id=req.proposal_id, adapter=self.name, request=end.model_dump(mode="json"),
-                               due_ms=_ms(req.window_end), status="pending", attempts=0, next_attempt_ms=None))
+            self._schedule_end(s, req, due=req.window_end)
         return {**local, "iam_mode": mode.value, "iam_status": res.status.value, "iam": res.detail,
                 "approvers": list(req.approvers),
                 "window_end": None if req.window_end is None else req.window_end.astimezone(UTC).isoformat()}
+
+    def withdraw(self, s: Session, proposal: ProposalRow, *, now: datetime) -> dict[str, Any] | None:
+        """A grant refused because its window ended may still have reached the vendor before a crash: its
+        removal is scheduled now (the adapter reads the membership first, so nothing is written when the
+        grant never landed)."""
+        req = request_for(s, proposal, now=now)
+        if req is None or req.action is not IamAction.GRANT_EXCEPTION:
+            return None
+        if self.vendor.capabilities.mode(req.action) is ActionMode.RECORD:
+            return None
+        if s.get(IamExpiryRow, req.proposal_id) is not None:
+            return None
+        self._schedule_end(s, req, due=now)
+        return {"scheduled": IamAction.END_EXCEPTION.value, "due": now.astimezone(UTC).isoformat()}
+
+    def _schedule_end(self, s: Session, grant: IamRequest, *, due: datetime) -> None:
+        end = end_request(grant)
+        s.add(IamExpiryRow(proposal_id=grant.proposal_id, adapter=self.name, request=end.model_dump(mode="json"),
+                           due_ms=_ms(due), status="pending", attempts=0, next_attempt_ms=None))

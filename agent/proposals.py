@@ -25,7 +25,7 @@ from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from agent.approval import ApprovalError, ApprovalRules, Channel, Kind, Principal, Refusal, Status, check_entitled
-from agent.eligibility import Ineligible, TiersOf, eligibility, tiers
+from agent.eligibility import Ineligibility, Ineligible, TiersOf, eligibility, tiers
 from agent.iam import IamAdapter, IamUnavailable
 from agent.iam_attempts import not_due_until, record_attempt
 from risk.audit import AuditKind, Ledger
@@ -234,7 +234,12 @@ def execute(s: Session, *, row: ProposalRow, iam: IamAdapter, ledger: Ledger, cl
     try:
         eligibility(s, row, rules=rules, now_ms=_ms(now), principals=principals, tier_of=tier_of)
     except Ineligible as refused:
-        result = {"error": "not_eligible", "reason": refused.reason.value, "detail": str(refused)[:500]}
+        result: dict[str, Any] = {"error": "not_eligible", "reason": refused.reason.value,
+                                  "detail": str(refused)[:500]}
+        if refused.reason is Ineligibility.WINDOW_ENDED:
+            withdrawn = iam.withdraw(s, row, now=now)
+            if withdrawn is not None:
+                result["withdrawn"] = withdrawn
         s.add(ExecutionRow(proposal_id=row.proposal_id, adapter=iam.name, status=Status.FAILED.value, result=result,
                            at_ms=_ms(now)))
         row.status, row.result = Status.FAILED.value, result

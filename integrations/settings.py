@@ -272,12 +272,9 @@ class Settings(BaseSettings):
     # configured on the Okta Event Hook; POST/GET /v1/ingest/okta answer 404 until it is set
     ingest_webhook_secrets: str | None = None  # GLASSGATE_INGEST_WEBHOOK_SECRETS: whsec_... for /v1/ingest/entra and
     # /v1/ingest/ocsf (comma-separated); GLASSGATE_WEBHOOK_SECRETS when unset
-    okta_org_url: str | None = None  # GLASSGATE_OKTA_ORG_URL: https://<org>.okta.com, for `connector run okta`
-    okta_api_token: str | None = None  # GLASSGATE_OKTA_API_TOKEN: an SSWS token with okta.logs.read
-    entra_tenant_id: str | None = None  # GLASSGATE_ENTRA_TENANT_ID, for `connector run entra`
-    entra_client_id: str | None = None  # GLASSGATE_ENTRA_CLIENT_ID
-    entra_client_secret: str | None = None  # GLASSGATE_ENTRA_CLIENT_SECRET (client credentials, AuditLog.Read.All)
-    entra_authority_host: str = "https://login.microsoftonline.com"  # GLASSGATE_ENTRA_AUTHORITY_HOST
+    # The connectors (`connector run okta|entra`) use the same org and credentials as the IAM adapters above
+    # (GLASSGATE_OKTA_ORG_URL / _API_TOKEN with okta.logs.read; GLASSGATE_ENTRA_TENANT_ID / _CLIENT_ID /
+    # _CLIENT_SECRET / _AUTHORITY_HOST with AuditLog.Read.All).
     graph_url: str = "https://graph.microsoft.com/v1.0"  # GLASSGATE_GRAPH_URL
     connector_poll_seconds: float = Field(default=60.0, gt=0)  # GLASSGATE_CONNECTOR_POLL_SECONDS
     connector_start: AwareDatetime | None = None  # GLASSGATE_CONNECTOR_START: first poll reads from here (default: 1 h ago)

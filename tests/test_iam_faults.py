@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import signal
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -48,12 +49,21 @@ def okta():
         assert fake.problems == []
 
 
+def _at(t: datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _sigkill_after_okta_applied(home: Home, okta: FakeOkta, tmp_path: Path, *, kill_expiry: bool) -> None:
+    # The service runs on a fixed clock, so that how long a restart takes on this machine cannot move the
+    # exception's window (it starts at the approval): the grant is recovered while its window is open, and
+    # its end comes when the clock is set past it.
+    t0 = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=1)
     env = {"GLASSGATE_IAM": "okta", "GLASSGATE_OKTA_ORG_URL": okta.url, "GLASSGATE_OKTA_API_TOKEN": TOKEN,
            "GLASSGATE_OKTA_EXCEPTION_GROUP_ID": GROUP, "GLASSGATE_IAM_EXPIRY_SECONDS": "0.5",
-           "GLASSGATE_FAILPOINTS": "after_iam_call=kill"}
+           "GLASSGATE_FAILPOINTS": "after_iam_call=kill", "GLASSGATE_NOW": _at(t0),
+           "GLASSGATE_ALLOW_FIXED_CLOCK": "1"}
     pid = propose(home, "ana", "grant_exception", {"user_id": "frank", "resource_id": "payroll-db",
-                                                   "duration_hours": 0.002, "reason": "incident bridge"})["proposal_id"]
+                                                   "duration_hours": 0.5, "reason": "incident bridge"})["proposal_id"]
     with service(home, tmp_path, **env) as svc:
         svc.start()
         with svc.client("policy_owner") as c, pytest.raises(httpx.TransportError):
@@ -65,23 +75,28 @@ def _sigkill_after_okta_applied(home: Home, okta: FakeOkta, tmp_path: Path, *, k
         assert sql(home, "SELECT status FROM proposals WHERE proposal_id = :p", p=pid) == [("approved",)]
         assert sql(home, "SELECT count(*) FROM executions") == [(0,)]
 
-        # restart: the start-up sweep reads the membership back instead of writing again (a failpoint still
-        # armed does not fire: nothing is applied)
+        # restart, the window still open: the start-up sweep reads the membership back instead of writing
+        # again (a failpoint still armed does not fire: nothing is applied)
         svc.start(**({} if kill_expiry else {"GLASSGATE_FAILPOINTS": ""}))
         assert f"recovered proposal {pid}" in svc.log()
         assert sql(home, "SELECT adapter, status FROM executions WHERE proposal_id = :p", p=pid) == [("okta", "applied")]
         assert len(okta.calls("PUT")) == 1
         (result,) = sql(home, "SELECT result FROM proposals WHERE proposal_id = :p", p=pid)
         assert '"iam_status": "already_applied"' in result[0]
+        ((due_ms,),) = sql(home, "SELECT due_ms FROM iam_expiries WHERE proposal_id = :p", p=pid)
+        assert due_ms == int((t0 + timedelta(minutes=30)).timestamp() * 1000)  # 30 minutes from the approval
 
-        # 7 s after the grant its window ends: the expiry task removes the membership from Okta
+        # the clock past the window's end: the expiry task removes the membership from Okta
+        svc.stop()
+        svc.start(GLASSGATE_NOW=_at(t0 + timedelta(minutes=31)),
+                  **({} if kill_expiry else {"GLASSGATE_FAILPOINTS": ""}))
         expiry_status = "already_applied" if kill_expiry else "applied"
         if kill_expiry:  # ... and the process dies before recording it; the next start reconciles
             assert svc.wait_exit(timeout=60) == -signal.SIGKILL
             assert f"failpoint after_iam_call fired for {pid}:end" in svc.log()
             assert "00u1frank" not in okta.groups[GROUP] and len(okta.calls("DELETE")) == 1
             assert sql(home, "SELECT status FROM iam_expiries WHERE proposal_id = :p", p=pid) == [("pending",)]
-            svc.start(GLASSGATE_FAILPOINTS="")
+            svc.start(GLASSGATE_FAILPOINTS="", GLASSGATE_NOW=_at(t0 + timedelta(minutes=31)))
         wait_for(lambda: sql(home, "SELECT status FROM iam_expiries WHERE proposal_id = :p", p=pid) == [("done",)],
                  timeout=60, what="the expiry to be recorded")
         assert "00u1frank" not in okta.groups[GROUP]

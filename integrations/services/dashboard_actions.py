@@ -2,26 +2,24 @@
 approving or rejecting one (through the one approval path), the what-if replay and drafting a threshold
 change from it, an analyst's verdict, the audit ledger's status, and a decision's verified narrative.
 
-Two of them still go through ``integrations.actions`` with the Runtime (the approval and the narrative);
-each does so in ONE small function here (:func:`_approval_path`, :func:`_narrative_path`) so that they can
-be re-pointed at the service layer's own functions once those exist.
+Approvals, verdicts and narratives go through the service layer's own functions (``proposals.decide``, the
+one approval function; ``verdicts.record_verdict``; ``ask.explain_decision``), as every other channel's do.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import threading
 from typing import Any
 
 from pydantic import BaseModel
 
-from agent.approval import ApprovalError, Channel, Kind, Principal, Refusal, Status
+from agent.approval import Channel, Kind, Principal, Refusal, Status
 from agent.narrative import Audience
 from agent.proposals import ProposalRecord, list_proposals
-from integrations.runtime import Runtime
+from integrations.services import ask, proposals, verdicts
 from integrations.services.deps import ServiceDeps
-from risk.audit import AuditKind, VerifyReport
-from risk.store.queries import NotFound, add_verdict
+from risk.audit import VerifyReport
+from risk.store.queries import NotFound
 from tools.registry import ToolInputError, call_tool
 from tools.tuning import ReplayThresholdOutput, ScopeStats
 
@@ -55,22 +53,6 @@ class AuditStatus(BaseModel):
     last_check: VerifyReport | None  # the periodic checkpoint's last verification (None before the first)
 
 
-def _approval_path(rt: Runtime, *, proposal_id: str, principal: Principal, approve: bool,
-                   reason: str | None) -> dict[str, Any]:
-    """The one approval function (re-point at the service layer's ``proposals.decide`` when it lands)."""
-    from integrations.actions import decide_proposal
-
-    return decide_proposal(rt, proposal_id=proposal_id, principal=principal, approve=approve,
-                           channel=Channel.API, reason=reason)
-
-
-def _narrative_path(rt: Runtime, *, decision_id: str, audience: Audience) -> dict[str, Any]:
-    """The verified narrative, as ``GET /v1/decisions/{id}/narrative`` gives it."""
-    from integrations.actions import explain_decision
-
-    return explain_decision(rt, decision_id=decision_id, audience=audience)
-
-
 def _evidence(deps: ServiceDeps, rec: ProposalRecord) -> Evidence:
     ids = [str(i) for i in rec.evidence.get("decision_ids", []) if isinstance(i, str)]
     if "decision_id" in rec.payload:
@@ -87,28 +69,27 @@ def _evidence(deps: ServiceDeps, rec: ProposalRecord) -> Evidence:
     return Evidence(replay=replay, verdicts=stats.scopes[0] if stats.scopes else None, decision_ids=ids)
 
 
-def pending(*, deps: ServiceDeps, rt: Runtime, lock: threading.Lock) -> list[PendingProposal]:
+def pending(*, deps: ServiceDeps) -> list[PendingProposal]:
     """Pending proposals, newest first, each with its evidence (due ones are expired first)."""
-    from integrations.actions import expire
-
-    with lock:
-        expire(rt)
+    proposals.expire(deps=deps)
     with deps.sessions() as s:
         recs = list_proposals(s, rules=deps.rules, status=Status.PENDING, limit=PENDING_MAX)
     return [PendingProposal(record=r, evidence=_evidence(deps, r), cite=deps.rules.cite(r.kind),
                             roles=sorted(x.value for x in deps.rules.kinds[r.kind].roles)) for r in recs]
 
 
-def decide(*, rt: Runtime, lock: threading.Lock, proposal_id: str, principal: Principal, approve: bool,
+def decide(*, deps: ServiceDeps, proposal_id: str, principal: Principal, approve: bool,
            reason: str | None) -> ApprovalOutcome:
-    """Approve or reject as ``principal``; a refusal comes back as data (nothing changed then)."""
-    with lock:
-        try:
-            rec = _approval_path(rt, proposal_id=proposal_id, principal=principal, approve=approve, reason=reason)
-        except ApprovalError as exc:
-            return ApprovalOutcome(proposal_id=proposal_id, approve=approve, ok=False, refusal=exc.reason,
-                                   message=str(exc))
-    return ApprovalOutcome(proposal_id=proposal_id, approve=approve, ok=True, status=rec.get("status"))
+    """Approve or reject as ``principal`` through the one approval function; a refusal comes back as data
+    (nothing changed then). The dashboard authenticates like the API (a principal's token, then a session
+    cookie and CSRF token), so it decides on the API channel's terms."""
+    out = proposals.decide(deps=deps, proposal_id=proposal_id, principal=principal, approve=approve,
+                           channel=Channel.API, reason=reason)
+    if out.outcome is proposals.Outcome.REFUSED:
+        return ApprovalOutcome(proposal_id=proposal_id, approve=approve, ok=False, refusal=out.refusal,
+                               message=out.message)
+    return ApprovalOutcome(proposal_id=proposal_id, approve=approve, ok=True,
+                           status=out.proposal.status.value if out.proposal else None)
 
 
 def whatif(*, deps: ServiceDeps, policy_id: str, scope: str, step_up_at: float | None,
@@ -118,7 +99,7 @@ def whatif(*, deps: ServiceDeps, policy_id: str, scope: str, step_up_at: float |
                                                       "step_up_at": step_up_at, "deny_at": deny_at})
 
 
-def draft_threshold_change(*, deps: ServiceDeps, lock: threading.Lock, principal: Principal, policy_id: str,
+def draft_threshold_change(*, deps: ServiceDeps, principal: Principal, policy_id: str,
                            scope: str, step_up_at: float, deny_at: float) -> dict[str, Any]:
     """Draft a change_threshold proposal (``propose_action``) with the replay's headline figures as evidence.
     Raises ToolInputError naming bad fields."""
@@ -128,27 +109,21 @@ def draft_threshold_change(*, deps: ServiceDeps, lock: threading.Lock, principal
                            "malicious_newly_allowed": replay.malicious_newly_allowed},
                 "drafted_from": "dashboard what-if"}
     ctx = dataclasses.replace(deps.tools, principal=principal.id)
-    with lock:
+    with deps.write_lock:
         out = call_tool(ctx, "propose_action", {"kind": "change_threshold", "evidence": evidence, "payload": {
             "policy_id": policy_id, "scope": scope, "step_up_at": step_up_at, "deny_at": deny_at}})
     return dict(out.proposal)
 
 
-def record_verdict(*, deps: ServiceDeps, lock: threading.Lock, decision_id: str, principal: Principal,
-                   verdict: str, attack_type: str | None, note: str | None) -> int:
-    """Record and audit an analyst's verdict exactly as ``POST /v1/decisions/{id}/verdict`` does; the audit
-    sequence number. Raises NotFound for an unknown decision (nothing stored)."""
-    with lock:
-        now = deps.clock()
-        at = now.strftime("%Y-%m-%dT%H:%M:%SZ")
-        with deps.sessions.begin() as s:
-            add_verdict(s, decision_id=decision_id, verdict=verdict, analyst=principal.id, attack_type=attack_type,
-                        note=note, at=at)
-            entry = deps.ledger.append(s, kind=AuditKind.VERDICT, subject_id=decision_id,
-                                       payload={"decision_id": decision_id, "verdict": verdict,
-                                                "attack_type": attack_type, "analyst": principal.id, "note": note},
-                                       at=now)
-    return entry.seq
+def record_verdict(*, deps: ServiceDeps, decision_id: str, principal: Principal, verdict: str,
+                   attack_type: str | None, note: str | None) -> verdicts.VerdictResult:
+    """Record ``principal``'s verdict through the verdict service (who may, one current verdict per analyst,
+    audited). Raises NotFound for an unknown decision (nothing stored)."""
+    out = verdicts.record_verdict(deps=deps, principal=principal, decision_id=decision_id, verdict=verdict,
+                                  attack_type=attack_type, note=note)
+    if out.refusal is verdicts.VerdictRefusal.NOT_FOUND:
+        raise NotFound(decision_id)
+    return out
 
 
 def audit_status(*, deps: ServiceDeps, last_check: VerifyReport | None) -> AuditStatus:
@@ -163,9 +138,9 @@ def verify_now(*, deps: ServiceDeps) -> VerifyReport:
         return deps.ledger.verify(s)
 
 
-def narrative(*, rt: Runtime, decision_id: str, audience: Audience) -> dict[str, Any]:
-    """The decision's narrative for ``audience``, checked by the verifier."""
-    return _narrative_path(rt, decision_id=decision_id, audience=audience)
+def narrative(*, deps: ServiceDeps, decision_id: str, audience: Audience) -> ask.Narrated:
+    """The decision's narrative for ``audience``, checked by the verifier (the one narrative path)."""
+    return ask.explain_decision(deps=deps, decision_id=decision_id, audience=audience)
 
 
 __all__ = ["ApprovalOutcome", "AuditStatus", "NotFound", "PendingProposal", "audit_status", "decide",

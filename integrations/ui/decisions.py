@@ -39,8 +39,8 @@ async def narrative(decision_id: str, request: Request, user: User, audience: Au
     """The verified narrative for one audience, as a fragment (the decision page loads it after itself:
     the first narrative of a process waits for the policy index)."""
     try:
-        out = await run_in_threadpool(lambda: dashboard_actions.narrative(rt=request.app.state.runtime,
-                                                                          decision_id=decision_id, audience=audience))
+        out = await run_in_threadpool(lambda: dashboard_actions.narrative(deps=deps(request), decision_id=decision_id,
+                                                                          audience=audience))
     except ToolNotFound:
         return _not_found(request, user, f"decision {decision_id}")
     page = "_narrative.html" if request.headers.get("hx-request") else "narrative.html"
@@ -56,12 +56,15 @@ def verdict(decision_id: str, request: Request, user: User,
             note: Annotated[str, Form(max_length=2000)] = "") -> Response:
     check_csrf(user, csrf)
     try:
-        seq = dashboard_actions.record_verdict(deps=deps(request), lock=request.app.state.write_lock,
-                                               decision_id=decision_id, principal=user.principal, verdict=value,
-                                               attack_type=attack_type.strip() or None, note=note.strip() or None)
+        out = dashboard_actions.record_verdict(deps=deps(request), decision_id=decision_id, principal=user.principal,
+                                               verdict=value, attack_type=attack_type.strip() or None,
+                                               note=note.strip() or None)
     except NotFound:
         return _not_found(request, user, f"decision {decision_id}")
-    return RedirectResponse(f"/ui/decisions/{decision_id}?saved={seq}#verdicts", status_code=303)
+    if out.outcome != "recorded":
+        return render(request, "refused.html", status=403 if out.refusal == "not_entitled" else 422, user=user,
+                      message=out.message or "the verdict was not recorded")
+    return RedirectResponse(f"/ui/decisions/{decision_id}?saved={out.audit_seq}#verdicts", status_code=303)
 
 
 @router.get("/sessions/{session_id}")

@@ -23,7 +23,7 @@ EXPORT_PAGE = 1000
 
 
 def _approvals(request: Request, user: User, outcome: actions.ApprovalOutcome | None = None) -> Response:
-    items = actions.pending(deps=deps(request), rt=request.app.state.runtime, lock=request.app.state.write_lock)
+    items = actions.pending(deps=deps(request))
     status = 200 if outcome is None or outcome.ok else 422 if outcome.refusal is None \
         else REFUSAL_STATUS[outcome.refusal]  # the statuses the API answers the same refusal with
     return render(request, "approvals.html", status=status, user=user, items=items, outcome=outcome)
@@ -45,8 +45,7 @@ def decide(proposal_id: str, verb: str, request: Request, user: User,
         out = actions.ApprovalOutcome(proposal_id=proposal_id, approve=False, ok=False,
                                       message="a rejection needs a reason")
     else:
-        out = actions.decide(rt=request.app.state.runtime, lock=request.app.state.write_lock,
-                             proposal_id=proposal_id, principal=user.principal, approve=verb == "approve",
+        out = actions.decide(deps=deps(request), proposal_id=proposal_id, principal=user.principal, approve=verb == "approve",
                              reason=reason.strip() or None)
     # the answer is the approvals page itself, with the outcome (or the refusal and its policy section) on top
     return _approvals(request, user, out)
@@ -100,8 +99,7 @@ def draft(request: Request, user: User, target: Annotated[str, Form(max_length=2
                       message="drafting a threshold change needs the policy_owner or admin role")
     policy_id, _, scope = target.partition("|")
     try:
-        rec = actions.draft_threshold_change(deps=deps(request), lock=request.app.state.write_lock,
-                                             principal=user.principal, policy_id=policy_id, scope=scope,
+        rec = actions.draft_threshold_change(deps=deps(request), principal=user.principal, policy_id=policy_id, scope=scope,
                                              step_up_at=step_up_at, deny_at=deny_at)
     except ToolInputError as exc:
         return render(request, "refused.html", status=422, user=user,

@@ -11,7 +11,6 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from integrations.runtime import Runtime
 from integrations.services.deps import ServiceDeps
 from integrations.ui import charts
 from integrations.ui.auth import NeedsSignIn, Refused, UiUser
@@ -40,16 +39,8 @@ def render(request: Request, name: str, status: int = 200, user: UiUser | None =
 
 
 def deps(request: Request) -> ServiceDeps:
-    """The app's service dependencies, built once. The tools' context is the app's own (no policy index,
-    no model: the dashboard's reads need neither), so the first page does not wait for them."""
-    state = request.app.state
-    got: ServiceDeps | None = getattr(state, "ui_deps", None)
-    if got is None:
-        rt: Runtime = state.runtime
-        got = state.ui_deps = ServiceDeps(
-            settings=rt.settings, sessions=rt.sessions, ledger=rt.ledger, clock=rt.clock, policy=rt.policy,
-            rules=rt.approval_rules, principals=rt.principals, tools=state.tool_context,
-            engine=lambda: rt.engine, agent=lambda: rt.agent_deps, graph=lambda: rt.graph)
+    """The app's service dependencies (the same object every HTTP route uses, with the app's write lock)."""
+    got: ServiceDeps = request.app.state.services
     return got
 
 
