@@ -36,6 +36,7 @@ class AgentState(TypedDict, total=False):
     asked_by: str
     audience: str
     plan: dict[str, Any]
+    planning: dict[str, Any]  # which planner answered, and why the LLM's plan fell back if it did
     evidence: dict[str, Any]
     narrative: dict[str, Any]
     verification: dict[str, Any]
@@ -49,8 +50,11 @@ def build_graph(deps: AgentDeps, *, checkpointer: Any = None,
     between the committed approval and the IAM call (a test hook for fault injection; none by default)."""
 
     def plan_node(state: AgentState) -> dict[str, Any]:
-        p = deps.planner.plan(state["question"], ctx=deps.tools)
-        return {"plan": p.model_dump(mode="json"), "proposal": None, "approval_error": None}
+        got = deps.planner.plan(state["question"], ctx=deps.tools)
+        if got.fallback is not None:
+            deps.on_fallback("planner", got.fallback.reason.value)
+        return {"plan": got.plan.model_dump(mode="json"), "planning": got.report(), "proposal": None,
+                "approval_error": None}
 
     def gather_node(state: AgentState) -> dict[str, Any]:
         from agent.planner import Plan
@@ -68,7 +72,8 @@ def build_graph(deps: AgentDeps, *, checkpointer: Any = None,
                                    "question": state["question"], "asked_by": state.get("asked_by"),
                                    "audience": audience.value, "narrator": narrative.narrator, "text": narrative.text,
                                    "claims": [c.model_dump(mode="json") for c in narrative.claims],
-                                   "verification": verification, "decision_ids": ev.decision_ids()})
+                                   "verification": verification, "decision_ids": ev.decision_ids(),
+                                   "planning": state.get("planning")})
         return {"narrative": narrative.model_dump(mode="json"), "verification": verification}
 
     def propose_node(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
@@ -148,7 +153,7 @@ def answer_of(state: dict[str, Any]) -> dict[str, Any]:
             "citations": [c.model_dump(mode="json") for c in n.citations], "decision_ids": ev.decision_ids(),
             "proposal": state.get("proposal"), "narrator": n.narrator, "verified": v["verified"],
             "verification_failures": v.get("failures", []), "intent": ev.intent.value,
-            "fallback_from": v.get("fallback_from")}
+            "fallback_from": v.get("fallback_from"), "narration": v.get("narration"), "planning": state.get("planning")}
 
 
 __all__ = ["AgentState", "answer_of", "build_graph"]
