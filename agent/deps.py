@@ -79,16 +79,21 @@ class AgentDeps:
         (usage, dropped sentences, tools used) and, after a fallback, ``fallback_from`` with its reason.
         A draft is never shown unverified, and no draft at all (timeout, unparseable) is a failure too.
         """
+        shown, verification, _ = self.narrate_draft(ev, audience)
+        return shown, verification
+
+    def narrate_draft(self, ev: Evidence, audience: Audience) -> tuple[Narrative, dict[str, Any], Draft]:
+        """:meth:`narrate`, and the draft itself (for evals, which score a model's drafts, not only what was shown)."""
         draft = self.narrator.draft(ev, audience)
         info = {"narrator": self.narrator.name, "usage": draft.usage.model_dump(mode="json") if draft.usage else None,
                 "dropped": [d.model_dump() for d in draft.dropped], "tools_used": draft.tools_used}
         if draft.narrative is not None:
             check = verify(draft.narrative, ev)
             if check.verified:
-                return draft.narrative, {"verified": True, "failures": [], "narration": info}
+                return draft.narrative, {"verified": True, "failures": [], "narration": info}, draft
             if isinstance(self.narrator, OfflineNarrator):  # a bug in our own narrator: say so, never hide it
                 return draft.narrative, {"verified": False, "failures": [f.model_dump() for f in check.failures],
-                                         "narration": info}
+                                         "narration": info}, draft
             reason, failures = FallbackReason.VERIFICATION.value, [f.model_dump() for f in check.failures]
         else:
             fb = draft.fallback or Fallback(reason=FallbackReason.UNPARSEABLE, detail="no draft")
@@ -98,4 +103,4 @@ class AgentDeps:
         again = verify(fallback, ev)
         return fallback, {"verified": again.verified, "failures": [f.model_dump() for f in again.failures],
                           "narration": info, "fallback_from": {"narrator": self.narrator.name, "reason": reason,
-                                                               "failures": failures, "dropped": info["dropped"]}}
+                                                               "failures": failures, "dropped": info["dropped"]}}, draft

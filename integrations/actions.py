@@ -152,4 +152,4 @@ def explain_decision(rt: Runtime, *, decision_id: str, audience: Audience) -> di
             "citations": [c.model_dump(mode="json") for c in narrative.citations], "narrator": narrative.narrator,
             "decision_ids": ev.decision_ids(), "verified": verification["verified"],
             "verification_failures": verification.get("failures", []),
-            "fallback_from": verification.get("fallback_from")}
+            "fallback_from": verification.get("fallback_from"), "narration": verification.get("narration")}

@@ -103,6 +103,16 @@ class FakeOpenAI:
 
 def _handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name; GET /v1/models, as `glassgate doctor` asks
+            ok = self.path in ("/v1/models", "/models")
+            out = json.dumps({"object": "list", "data": [{"id": "fake-model", "object": "model", "owned_by": "me"}]}
+                             if ok else {"error": {"message": f"no route {self.path}"}}).encode()
+            self.send_response(200 if ok else 404)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+
         def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
             raw = self.rfile.read(int(self.headers.get("content-length") or 0))
             try:

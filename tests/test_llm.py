@@ -32,26 +32,34 @@ MODEL = "fake-model"
 NOW = datetime(2026, 11, 6, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture(scope="module")
-def store(policy, tmp_path_factory) -> Iterator[dict[str, Any]]:
-    """A scored store (every event of a small world) and the highest-risk threshold denial in it."""
+def _world(d) -> dict[str, Any]:
+    """A scored store under ``d`` (every event of a small world) and the highest-risk threshold denial in it."""
+    from knowledge import POLICY_DIR
     from risk.engine import DecisionEngine
+    from risk.policy import load_policies
     from risk.store.db import make_engine, session_factory
     from risk.store.migrate import upgrade
     from risk.synth import generate_world, row_to_event
     from risk.training import train_on_world
 
-    d = tmp_path_factory.mktemp("llm")
+    policy = load_policies(POLICY_DIR)
     world = generate_world(users=30, days=6, seed=1)
     model, _, _ = train_on_world(world, policy, test_days=2, params={"max_iter": 40})
     db = make_engine(f"sqlite:///{d / 'g.db'}")
     upgrade(db)
-    eng = DecisionEngine(sessions=session_factory(db), model=model, policy=policy, ledger=Ledger(witness_path=d / "w"))
+    ledger = Ledger(witness_path=d / "w")
+    eng = DecisionEngine(sessions=session_factory(db), model=model, policy=policy, ledger=ledger)
     results = list(eng.score_many([row_to_event(r) for r in world.events.to_dict("records")]))
     deny = max((r for r in results if r.decision["threshold_outcome"] == "deny"), key=lambda r: r.decision["risk"])
     ctx = ToolContext(sessions=eng.sessions, policy=policy, model=model, clock=lambda: NOW)
-    yield {"ctx": ctx, "decision": deny.decision, "dir": d}
-    db.dispose()
+    return {"ctx": ctx, "decision": deny.decision, "dir": d, "ledger": ledger, "db": db}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Iterator[dict[str, Any]]:
+    got = _world(tmp_path_factory.mktemp("llm"))
+    yield got
+    got["db"].dispose()
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 # Importing the modules registers their commands, in the order `glassgate --help` lists them.
 from integrations.cli import decisions, service, agent  # noqa: F401, I001
+from integrations.cli import llm  # noqa: F401, E402 - i15: `glassgate llm serve`, `glassgate doctor`
 from integrations.cli.base import app
 
 __all__ = ["app"]
