@@ -132,6 +132,16 @@ class LlmPlanner:
                               fallback=got, dropped=dropped, usage=usage)
         return PlanResult(plan=got, planner=self.name, dropped=dropped, usage=usage)
 
+    def explore(self, question: str, *, ctx: ToolContext) -> Any:
+        """For a question outside the planner's kinds: the facts the model looks up with read-only tools
+        (an :class:`agent.llm_tools.Exploration`), or None when tool use is off (``tool_calls`` 0)."""
+        if self.cfg.tool_calls <= 0:
+            return None
+        from agent.llm_tools import explore
+
+        return explore(self.client, self.cfg, model=self.model, question=question, ctx=ctx,
+                       max_calls=self.cfg.tool_calls)
+
     @staticmethod
     def _validated(obj: dict[str, Any]) -> Plan | Fallback:
         from pydantic import ValidationError

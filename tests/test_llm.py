@@ -441,3 +441,32 @@ def test_a_turn_records_both_fallbacks_in_the_answer_and_the_audit_entry(store, 
         payload = [e for e in deps.ledger.entries(s, limit=100_000) if e.kind == AuditKind.NARRATIVE][-1].payload
     assert payload["planning"]["fallback"]["reason"] == "dropped_outcome"
     assert payload["verification"]["fallback_from"]["reason"] == "unparseable"
+
+
+# ----------------------------------------------------------------------------- tool use
+
+
+def test_outside_the_planners_kinds_the_model_calls_only_read_only_tools_in_a_bounded_loop(store, fake):
+    d = store["decision"]
+    q = f"list the recent decisions of {d['user_id']}"
+    planner, narrator = build_llm(base_url=fake.base_url, model=MODEL, api_key=KEY, cfg=LlmConfig(timeout=5, tool_calls=3))
+    fake.queue(tool_call("make_plan", {"intent": "unsupported"}),
+               tool_call("propose_action", {"kind": "grant_exception", "payload": {"user_id": d["user_id"]}}),
+               tool_call("find_decisions", {"user_id": d["user_id"], "limit": 3}),
+               tool_call("find_decisions", {"user": d["user_id"]}),  # a bad field: the tool's input model refuses it
+               tool_call("find_decisions", {"limit": 1}),  # never asked for: the loop stopped at 3 calls
+               content("Sure, here you go."))
+    deps = deps_for(store, narrator=narrator, planner=planner)
+    with store["ctx"].sessions() as s:
+        before = s.execute(__import__("sqlalchemy").text("SELECT count(*) FROM proposals")).scalar()
+    out = answer_of(build_graph(deps).invoke({"question": q, "asked_by": "ana"}))
+    with store["ctx"].sessions() as s:
+        after = s.execute(__import__("sqlalchemy").text("SELECT count(*) FROM proposals")).scalar()
+    assert out["tools_used"] == ["find_decisions", "find_decisions"] and after == before
+    assert out["answer"].endswith("(Facts looked up with: find_decisions.)") and out["verified"]
+    assert out["fallback_from"]["reason"] == "unparseable" and "Sure, here" not in out["answer"]
+    explorer = [r.body for r in fake.requests[1:4]]
+    assert all("propose_action" not in {t["function"]["name"] for t in b["tools"]} for b in explorer)
+    assert "not a tool you can call" in explorer[1]["messages"][-1]["content"]
+    assert "user" in explorer[2]["messages"][-1]["content"] and explorer[2]["messages"][-1]["role"] == "tool"
+    assert len(fake.requests) == 5  # plan, three tool rounds, the draft; the fourth tool call was never made
