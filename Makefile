@@ -37,6 +37,12 @@ eval: install
 	$(BIN)/glassgate eval
 	$(BIN)/python -m evals.injection
 
+# i15: the local model measured (the local-llm extra: pip install -e '.[local-llm]'): glassgate eval with the
+# LLM narrator (drafts and shown answers scored apart) and injection cases against it, ~15 min on 2 cores
+.PHONY: eval-llm
+eval-llm: install
+	$(BIN)/python -m evals.llm_eval --cases 3 --attacks 7
+
 # the long fault, fuzz and load runs (make test runs bounded versions of each)
 reliability: install
 	bash scripts/ensure-postgres.sh

@@ -33,6 +33,8 @@ class AgentState(TypedDict, total=False):
     asked_by: str
     audience: str
     plan: dict[str, Any]
+    planning: dict[str, Any]  # which planner answered, and why the LLM's plan fell back if it did
+    exploration: dict[str, Any] | None  # the read-only tools a model called for a question outside the kinds
     evidence: dict[str, Any]
     narrative: dict[str, Any]
     verification: dict[str, Any]
@@ -45,14 +47,24 @@ def build_graph(deps: AgentDeps, *, checkpointer: Any = None) -> Any:
     """Compile a fresh graph over ``deps`` (tests build one per test)."""
 
     def plan_node(state: AgentState) -> dict[str, Any]:
-        p = deps.planner.plan(state["question"], ctx=deps.tools)
-        return {"plan": p.model_dump(mode="json"), "proposal": None, "approval_error": None}
+        got = deps.planner.plan(state["question"], ctx=deps.tools)
+        if got.fallback is not None:
+            deps.on_fallback("planner", got.fallback.reason.value)
+        return {"plan": got.plan.model_dump(mode="json"), "planning": got.report(), "proposal": None,
+                "approval_error": None}
 
     def gather_node(state: AgentState) -> dict[str, Any]:
         from agent.planner import Plan
 
-        ev = gather(deps.tools, Plan.model_validate(state["plan"]), state["question"])
-        return {"evidence": ev.model_dump(mode="json")}
+        p = Plan.model_validate(state["plan"])
+        explore = getattr(deps.planner, "explore", None)  # an LLM planner may look facts up with read-only tools
+        found = explore(state["question"], ctx=deps.tools) if p.intent is Intent.UNSUPPORTED and explore else None
+        if found is not None:
+            return {"evidence": found.evidence.model_dump(mode="json"), "exploration": {
+                "tools_used": found.tools_used, "refused": found.refused,
+                "fallback": found.fallback.model_dump(mode="json") if found.fallback else None}}
+        ev = gather(deps.tools, p, state["question"])
+        return {"evidence": ev.model_dump(mode="json"), "exploration": None}
 
     def narrate_node(state: AgentState) -> dict[str, Any]:
         ev = Evidence.model_validate(state["evidence"])
@@ -64,7 +76,8 @@ def build_graph(deps: AgentDeps, *, checkpointer: Any = None) -> Any:
                                    "question": state["question"], "asked_by": state.get("asked_by"),
                                    "audience": audience.value, "narrator": narrative.narrator, "text": narrative.text,
                                    "claims": [c.model_dump(mode="json") for c in narrative.claims],
-                                   "verification": verification, "decision_ids": ev.decision_ids()})
+                                   "verification": verification, "decision_ids": ev.decision_ids(),
+                                   "planning": state.get("planning"), "exploration": state.get("exploration")})
         return {"narrative": narrative.model_dump(mode="json"), "verification": verification}
 
     def propose_node(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
@@ -126,11 +139,13 @@ def answer_of(state: dict[str, Any]) -> dict[str, Any]:
     n = Narrative.model_validate(state["narrative"])
     ev = Evidence.model_validate(state["evidence"])
     v = state["verification"]
-    return {"answer": n.text, "claims": [c.model_dump(mode="json") for c in n.claims],
+    tools = (state.get("exploration") or {}).get("tools_used") or []
+    said = f"\n\n(Facts looked up with: {', '.join(dict.fromkeys(tools))}.)" if tools else ""  # our words
+    return {"answer": n.text + said, "tools_used": tools, "claims": [c.model_dump(mode="json") for c in n.claims],
             "citations": [c.model_dump(mode="json") for c in n.citations], "decision_ids": ev.decision_ids(),
             "proposal": state.get("proposal"), "narrator": n.narrator, "verified": v["verified"],
             "verification_failures": v.get("failures", []), "intent": ev.intent.value,
-            "fallback_from": v.get("fallback_from")}
+            "fallback_from": v.get("fallback_from"), "narration": v.get("narration"), "planning": state.get("planning")}
 
 
 __all__ = ["AgentState", "answer_of", "build_graph"]

@@ -198,7 +198,7 @@ def bench_verifier(deps: AgentDeps, asks: list[tuple[str, str]], sz: dict[str, A
     """Outside the graph: plan, gather and narrate each turn's question again, then time verify alone."""
     cases, t_gather = [], []
     for kind, q in asks:
-        p = deps.planner.plan(q, ctx=deps.tools)
+        p = deps.planner.plan(q, ctx=deps.tools).plan
         ev, dt = timed(lambda p=p, q=q: gather(deps.tools, p, q))
         t_gather.append(dt)
         cases.append((kind, ev))

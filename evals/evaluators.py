@@ -175,6 +175,24 @@ def same_narrative(*, first: dict[str, Any], second: dict[str, Any]) -> Score:
     return Score("same_narrative_twice", not diff, detail=f"differs in {diff}" if diff else "")
 
 
+def draft_scores(*, drafts: tuple[dict[str, Any] | None, dict[str, Any] | None], shown: dict[str, Any],
+                 decision: dict[str, Any], explanation: dict[str, Any], timeline: dict[str, Any] | None) -> list[Score]:
+    """An LLM narrator scored on its own drafts (before verification replaced them): did the draft parse, did it
+    verify, were its citations and contents complete, were two drafts of one case the same."""
+    first, second = drafts
+    reason = (shown.get("fallback_from") or {}).get("reason", "")
+    if first is None:
+        return [Score("draft_parsed", False, detail=reason), Score("draft_verified", False, detail=reason),
+                Score("draft_citation_accurate", False), Score("draft_complete", False),
+                Score("draft_same_twice", second is None)]
+    fails = "; ".join(f"{f['check']}: {f['detail']}" for f in first["verification_failures"])[:400]
+    done = completeness(narrative=first, decision=decision, explanation=explanation, timeline=timeline)[-1]
+    same = second is not None and same_narrative(first=first, second=second).passed
+    return [Score("draft_parsed", True), Score("draft_verified", bool(first["verified"]), detail=fails),
+            Score("draft_citation_accurate", citation_accuracy(narrative=first, decision=decision).passed),
+            Score("draft_complete", done.passed), Score("draft_same_twice", bool(same))]
+
+
 # ----------------------------------------------------------------------------- edge-case expectations
 
 

@@ -16,6 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from evals.llm_calls import llm_call_stats
+from evals.llm_calls import markdown as llm_markdown
+
 # name, aggregate it reads, minimum rate
 GATE = (("offline faithfulness", ("narrators", "offline", "faithful"), 1.0),
         ("cause recall (top family)", ("explanation", "cause_top_family"), 0.9),
@@ -50,7 +53,8 @@ def aggregate(records: list[dict[str, Any]]) -> dict[str, Any]:
                 "random": np.mean([c["random"] for c in curves], axis=0).tolist() if curves else []}
     return {"explanation": _by_name(expl), "narrators": narr, "deletion_curve": deletion,
             "additivity_error": {"max": max(errors, default=None), "mean": float(np.mean(errors)) if errors else None},
-            "groups": dict(sorted(Counter(r["case"]["group"] for r in records).items()))}
+            "groups": dict(sorted(Counter(r["case"]["group"] for r in records).items())),
+            "llm_calls": llm_call_stats(records)}
 
 
 def gate(agg: dict[str, Any]) -> list[dict[str, Any]]:
@@ -100,6 +104,7 @@ def summary_markdown(report: dict[str, Any]) -> str:
               "", "| gate | value | target | |", "|---|---:|---:|---|"]
     lines += [f"| {g['name']} | {_share(g['value'])} | {g['target']:.0%} | {'pass' if g['passed'] else 'FAIL'} |"
               for g in report["gate"]]
+    lines += llm_markdown(agg.get("llm_calls") or {})
     return "\n".join(lines)
 
 

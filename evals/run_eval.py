@@ -24,8 +24,11 @@ from typing import Any
 import numpy as np
 
 from agent.approval import Channel, Kind
-from agent.narrative import Audience
+from agent.gather import gather
+from agent.narrative import Audience, Intent
+from agent.planner import Plan
 from agent.proposals import create, decide
+from agent.verifier import verify
 from evals import evaluators as E
 from evals.report import write_report
 from evals.scenarios import (
@@ -42,7 +45,6 @@ from evals.scenarios import (
     sample_cases,
     set_path,
 )
-from integrations.actions import explain_decision
 from integrations.runtime import Runtime
 from integrations.settings import SHIPPED_PRINCIPALS, Settings
 from risk.catalog import FEATURE_INDEX
@@ -282,18 +284,38 @@ def _evaluate(case: Case, *, ctx: Any, narrators: dict[str, Runtime], shap: Tree
         scores.append(E.expectations(expect=case.expect.model_dump(), decision=d, explanation=e))
     per_narrator = {}
     for name, nrt in narrators.items():
-        first = explain_decision(nrt, decision_id=d["decision_id"], audience=Audience.ANALYST)
-        second = explain_decision(nrt, decision_id=d["decision_id"], audience=Audience.ANALYST)
+        (first, d1), (second, d2) = (_explain(nrt, d["decision_id"]) for _ in range(2))
         ns = [*E.faithfulness(narrative=first), E.citation_accuracy(narrative=first, decision=d),
               *E.completeness(narrative=first, decision=d, explanation=e, timeline=timeline),
               E.same_narrative(first=first, second=second)]
+        if name != "offline":  # the model's own work, before verification: what it wrote, not what was shown
+            ns += E.draft_scores(drafts=(d1, d2), shown=first, decision=d, explanation=e, timeline=timeline)
         per_narrator[name] = {"scores": [asdict(s) for s in ns], "text": first["text"],
-                              "fallback_from": first.get("fallback_from")}
+                              "fallback_from": first.get("fallback_from"), "calls": [
+                                  {**(x.get("narration") or {}), "fallback": (x.get("fallback_from") or {}).get("reason")}
+                                  for x in (first, second)]}
     return {"case": case.model_dump(mode="json"),
             "decision": {k: d[k] for k in ("decision_id", "outcome", "risk", "threshold_outcome", "step_up_at",
                                            "deny_at", "policy_id", "threshold_section")},
             "top_family": e["top_family"], "top_drivers": e["top_drivers"],
             "scores": [asdict(s) for s in scores], "narrators": per_narrator}
+
+
+def _explain(rt: Runtime, decision_id: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(what was shown, as explain_decision returns it; the narrator's draft as a narrative dict, None if the
+    model gave none that parsed)."""
+    deps = rt.agent_deps
+    ev = gather(deps.tools, Plan(intent=Intent.WHY_DECISION, decision_id=decision_id),
+                f"Why was decision {decision_id} made?")
+    shown, v, draft = deps.narrate_draft(ev, Audience.ANALYST)
+    out = {"text": shown.text, "claims": [c.model_dump(mode="json") for c in shown.claims],
+           "citations": [c.model_dump(mode="json") for c in shown.citations], "narrator": shown.narrator,
+           "verified": v["verified"], "verification_failures": v.get("failures", []),
+           "fallback_from": v.get("fallback_from"), "narration": v.get("narration")}
+    n = draft.narrative
+    return out, (None if n is None else {**n.model_dump(mode="json"), "verified": verify(n, ev).verified,
+                                         "fallback_from": None, "verification_failures": [
+                                             f.model_dump() for f in verify(n, ev).failures]})
 
 
 # ----------------------------------------------------------------------------- command line

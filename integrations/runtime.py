@@ -128,13 +128,18 @@ class Runtime:
 
     @cached_property
     def agent_deps(self) -> AgentDeps:
-        from agent.llm import build_llm
+        from agent.llm import LlmConfig, build_llm
+        from integrations import llm_fallbacks
 
-        planner, narrator = build_llm(base_url=self.settings.llm_base_url, model=self.settings.llm_model,
-                                      api_key=self.settings.openai_api_key)
+        st = self.settings
+        cfg = LlmConfig(timeout=st.llm_timeout_seconds, retries=st.llm_retries, plan_max_tokens=st.llm_plan_max_tokens,
+                        narrate_max_tokens=st.llm_max_tokens, response_format=st.llm_response_format,
+                        tool_calls=st.llm_tool_calls)
+        planner, narrator = build_llm(base_url=st.llm_base_url, model=st.llm_model, api_key=st.openai_api_key, cfg=cfg)
         return AgentDeps(tools=self.tool_context(), rules=self.approval_rules, ledger=self.ledger,
                          iam=build_iam(self.settings, policy=self.policy, rules=self.approval_rules), clock=self.clock,  # type: ignore[arg-type]
-                         principals=self.principals, planner=planner, narrator=narrator)
+                         principals=self.principals, planner=planner, narrator=narrator,
+                         on_fallback=llm_fallbacks.count)
 
     @cached_property
     def checkpointer(self) -> Any:

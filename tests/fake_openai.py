@@ -2,12 +2,13 @@
 
 Each request to ``POST /v1/chat/completions`` (or ``/chat/completions``) takes the next scripted reply:
 a plan as a tool call (:func:`tool_call`), a draft as content (:func:`content`), or an HTTP error
-(:func:`error`). Every request's JSON body and headers are recorded; a request whose bearer key is
+(:func:`error`, :func:`context_overflow`); :func:`slow` holds a reply back (a CPU model reading a long prompt). Every request's JSON body and headers are recorded; a request whose bearer key is
 not the expected one gets a 401, as a real endpoint would answer.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections import deque
@@ -22,6 +23,7 @@ PATHS = ("/v1/chat/completions", "/chat/completions")
 class Reply:
     status: int
     body: dict[str, Any]
+    delay: float = 0.0  # seconds before answering (released early when the server stops)
 
 
 @dataclass(frozen=True)
@@ -44,13 +46,29 @@ def tool_call(name: str, arguments: str | dict[str, Any]) -> Reply:
     return Reply(200, _completion({"content": None, "tool_calls": [call]}, "tool_calls"))
 
 
-def content(text: str | dict[str, Any]) -> Reply:
-    """A reply whose message content is ``text`` (a dict is JSON-encoded)."""
-    return Reply(200, _completion({"content": text if isinstance(text, str) else json.dumps(text)}, "stop"))
+def content(text: str | dict[str, Any], finish: str = "stop") -> Reply:
+    """A reply whose message content is ``text`` (a dict is JSON-encoded); ``finish="length"`` is a reply cut
+    off at max_tokens."""
+    return Reply(200, _completion({"content": text if isinstance(text, str) else json.dumps(text)}, finish))
 
 
 def error(status: int = 500) -> Reply:
     return Reply(status, {"error": {"message": "scripted failure", "type": "server_error", "code": None}})
+
+
+def context_overflow(server: str = "llama.cpp") -> Reply:
+    """The HTTP 400 a server sends for a prompt longer than its context: llama.cpp's ``llama-server`` body,
+    or llama-cpp-python's (OpenAI-style ``context_length_exceeded``)."""
+    if server == "llama.cpp":
+        return Reply(400, {"error": {"code": 400, "message": "the request exceeds the available context size, try "
+                                     "increasing it", "type": "exceed_context_size_error", "n_prompt_tokens": 5012,
+                                     "n_ctx": 4096}})
+    return Reply(400, {"error": {"message": "Requested tokens (5012) exceed context window of 4096",
+                                 "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"}})
+
+
+def slow(reply: Reply, seconds: float) -> Reply:
+    return Reply(reply.status, reply.body, delay=seconds)
 
 
 @dataclass
@@ -62,6 +80,7 @@ class FakeOpenAI:
     requests: list[Request] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     base_url: str = ""
+    stopping: threading.Event = field(default_factory=threading.Event)
 
     def queue(self, *replies: Reply) -> None:
         with self.lock:
@@ -84,6 +103,16 @@ class FakeOpenAI:
 
 def _handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name; GET /v1/models, as `glassgate doctor` asks
+            ok = self.path in ("/v1/models", "/models")
+            out = json.dumps({"object": "list", "data": [{"id": "fake-model", "object": "model", "owned_by": "me"}]}
+                             if ok else {"error": {"message": f"no route {self.path}"}}).encode()
+            self.send_response(200 if ok else 404)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+
         def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
             raw = self.rfile.read(int(self.headers.get("content-length") or 0))
             try:
@@ -92,12 +121,15 @@ def _handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 body = {"_unparseable": raw.decode("utf-8", "replace")}
             headers = {k.lower(): v for k, v in self.headers.items()}
             reply = fake._next(Request(path=self.path, headers=headers, body=body))
+            if reply.delay:
+                fake.stopping.wait(reply.delay)
             out = json.dumps(reply.body).encode()
-            self.send_response(reply.status)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(out)))
-            self.end_headers()
-            self.wfile.write(out)
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client gave up (a timeout test)
+                self.send_response(reply.status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet test output
             pass
@@ -120,6 +152,7 @@ class serve:  # noqa: N801 - used as a context manager, like open()
         return self.fake
 
     def __exit__(self, *exc: object) -> None:
+        self.fake.stopping.set()
         self.httpd.shutdown()
         self.httpd.server_close()
         self.thread.join(timeout=5)

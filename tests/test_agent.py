@@ -168,6 +168,7 @@ def test_injected_policy_passage_is_quoted_as_data(env):
 
 def test_a_persuaded_planner_cannot_draft_a_proposal(env):
     """Worst case: the planner (as a model told by an injection) reads a non-question as threshold tuning."""
+    from agent.llm_types import PlanResult
     from agent.narrative import Intent
     from agent.planner import Plan
 
@@ -175,7 +176,7 @@ def test_a_persuaded_planner_cannot_draft_a_proposal(env):
         name = "llm:obeys-injections"
 
         def plan(self, question, *, ctx):
-            return Plan(intent=Intent.TUNING, scope=scope, when="this month")
+            return PlanResult(plan=Plan(intent=Intent.TUNING, scope=scope, when="this month"), planner=self.name)
 
     scope = _seed_benign_step_ups(env)
     deps = env["deps"]

@@ -103,5 +103,19 @@ def tool_specs() -> list[dict[str, Any]]:
     return [t.spec() for t in REGISTRY.values()]
 
 
-__all__ = ["REGISTRY", "BadField", "InputProblem", "Tool", "ToolContext", "ToolError", "ToolInputError", "ToolNotFound",
-           "ToolUnavailable", "UnknownTool", "call_tool", "get_tool", "tool_specs"]
+# Tools that change something (they draft a proposal a human approves); every other tool only reads. Only
+# read-only tools are ever bound to a language model.
+ACTION_TOOLS = frozenset({"propose_action"})
+
+
+def is_read_only(name: str) -> bool:
+    return name in REGISTRY and name not in ACTION_TOOLS
+
+
+def read_only_specs() -> list[dict[str, Any]]:
+    """Function specs of the read-only tools, in registry order (what a model may call)."""
+    return [t.spec() for t in REGISTRY.values() if is_read_only(t.name)]
+
+
+__all__ = ["ACTION_TOOLS", "REGISTRY", "BadField", "InputProblem", "Tool", "ToolContext", "ToolError", "ToolInputError", "ToolNotFound",
+           "ToolUnavailable", "UnknownTool", "call_tool", "get_tool", "is_read_only", "read_only_specs", "tool_specs"]

@@ -62,6 +62,13 @@ class _StoreCollector(Collector):
         for result, n in sorted(results.items()):
             fam.add_metric([result], n)
         yield fam
+        from integrations.llm_fallbacks import snapshot  # i15: LLM answers replaced by the deterministic path
+
+        fam = GaugeMetricFamily("glassgate_llm_fallbacks", "LLM plans and drafts not used since start, by stage "
+                                "and reason.", labels=["stage", "reason"])
+        for (stage, reason), n in sorted(snapshot().items()):
+            fam.add_metric([stage, reason], n)
+        yield fam
 
 
 def install(app: FastAPI) -> None:

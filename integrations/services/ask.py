@@ -109,6 +109,7 @@ class Narrated(BaseModel):
     verified: bool
     verification_failures: list[dict[str, Any]]
     fallback_from: dict[str, Any] | None
+    narration: dict[str, Any] | None = None  # the LLM draft's own record (dropped sentences, tokens), if any
 
 
 def explain_decision(*, deps: ServiceDeps, decision_id: str, audience: Audience) -> Narrated:
@@ -130,4 +131,4 @@ def explain_decision(*, deps: ServiceDeps, decision_id: str, audience: Audience)
                     citations=[c.model_dump(mode="json") for c in narrative.citations], narrator=narrative.narrator,
                     decision_ids=ev.decision_ids(), verified=verification["verified"],
                     verification_failures=verification.get("failures", []),
-                    fallback_from=verification.get("fallback_from"))
+                    fallback_from=verification.get("fallback_from"), narration=verification.get("narration"))
