@@ -16,6 +16,7 @@ from risk.engine import Rejected, decision_record
 from risk.model import ModelNotFoundError
 from risk.replay import replay as run_replay
 from risk.store.queries import NotFound, add_verdict, get_decision, replay_frame, session_decisions
+from risk.store.vendor import observed_for
 from risk.timeline import build_timeline
 
 
@@ -110,8 +111,16 @@ def explain(decision_id: str, as_json: Annotated[bool, typer.Option("--json")] =
         except NotFound as exc:
             _fail(str(exc))
         rec = decision_record(d)
+        observed = observed_for(s, d.decision_id)  # a vendor's decision, scored by glassgate in shadow
         if as_json:
-            _dump({"decision": rec, "explanation": e.body, "event": d.event})
+            _dump({"decision": rec, "explanation": e.body, "event": d.event,
+                   **({"observed": observed} if observed else {})})
+        elif observed:  # the verified narrative: the vendor's decision, its reasons and whether glassgate agrees
+            from agent.narrative import Audience
+            from integrations.actions import explain_decision
+
+            story = explain_decision(rt, decision_id=d.decision_id, audience=Audience.ANALYST)
+            typer.echo(story["text"] + ("" if story["verified"] else "\n(not verified)"))
         else:
             typer.echo(render.explanation_text(rec, e.body))
 
