@@ -27,7 +27,7 @@ def vendor_decision_ids(ctx: ToolContext, p: Plan, ev: Evidence) -> list[str]:
         found = call_tool(ctx, "find_vendor_decisions", {k: v for k, v in args.items() if k != "when"})
     ev.matches = [m.shadow.model_dump(mode="json") for m in found.decisions]
     if not found.decisions:
-        who = " ".join(x for x in (p.user_id, args.get("vendor_outcome"), p.when) if x)
+        who = " ".join(str(x) for x in (p.user_id, args.get("vendor_outcome"), p.when) if x)
         ev.note = f"No {VENDOR_NAMES[p.vendor or 'okta']} decision matches ({who or 'nothing specific was named'})."
     return [m.shadow.decision_id for m in found.decisions]
 

@@ -129,9 +129,9 @@ def _chunk(deps: ServiceDeps, vendor: Vendor, raws: list[Any], base: int) -> lis
     if fresh:
         results = list(deps.engine().score_many(natives, chunk=len(natives)))
         with deps.sessions.begin() as s:
-            ids = [r.decision["decision_id"] for r in results if isinstance(r, ScoreResult)]
+            decided = [r.decision["decision_id"] for r in results if isinstance(r, ScoreResult)]
             have = set(s.scalars(select(VendorObservationRow.decision_id).where(
-                VendorObservationRow.decision_id.in_(ids)))) if ids else set()
+                VendorObservationRow.decision_id.in_(decided)))) if decided else set()
             for (i, m), res in zip(fresh, results, strict=True):
                 out[i] = _store(s, vendor, i, m, res, have)
     return [out[i] for i in sorted(out)]
