@@ -28,6 +28,8 @@ from integrations.api.errors import Problem
 from integrations.webhooks import sign_standard
 
 WEBHOOK_PATH = "/v1/webhooks/tickets"
+INGEST_SIGNED = frozenset({"/v1/ingest/entra", "/v1/ingest/ocsf"})  # vendor pushes, Standard Webhooks signed
+INGEST_PATHS = INGEST_SIGNED | {"/v1/ingest/okta"}  # Okta's hook: its own Authorization header (404 unconfigured)
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
 NDJSON = "application/x-ndjson"
 
@@ -42,7 +44,7 @@ class SignedBearer(requests.auth.AuthBase):
 
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
         r.headers["Authorization"] = f"Bearer {self.token}"
-        if urlsplit(r.url or "").path == WEBHOOK_PATH:
+        if urlsplit(r.url or "").path in {WEBHOOK_PATH, *INGEST_SIGNED}:
             body = r.body or b""
             data = body.encode() if isinstance(body, str) else bytes(body)
             msg_id, ts = f"msg_{uuid.uuid4().hex}", int(time.time())
@@ -78,6 +80,9 @@ def refuses_anonymous(ctx: schemathesis.CheckContext, response: schemathesis.Res
         return None
     if case.operation.path == WEBHOOK_PATH:  # signed, not bearer: unsigned deliveries are 401 too
         assert response.status_code in (401, 413), f"unsigned delivery answered {response.status_code}"
+        return None
+    if case.operation.path in INGEST_PATHS:  # signed or shared-secret pushes, not bearer
+        assert response.status_code in (401, 404, 413), f"unsigned push answered {response.status_code}"
         return None
     assert response.status_code == 401, f"anonymous request answered {response.status_code}: {response.text[:300]}"
     assert _header(response, "www-authenticate").startswith("Bearer"), "401 without a Bearer challenge"

@@ -33,7 +33,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.python.asgi import shutdown_lifespans
 
 from integrations.api import create_app, metrics
-from integrations.api.routes import agent, audit, decisions, events, health, policies, proposals, tickets
+from integrations.api.routes import agent, audit, decisions, events, health, ingest, policies, proposals, tickets
 from tests.apiserver import make_home
 from tests.schema_hooks import PUBLIC_PATHS, SignedBearer, ndjson_lines, problem_documents, refuses_anonymous
 
@@ -155,7 +155,7 @@ def test_the_fuzzed_document_covers_every_route(authed_schema: schemathesis.Base
     operation in it is answered by the app with something other than "no such route"."""
     documented = {(op.method.upper(), op.path) for op in (r.ok() for r in authed_schema.get_all_operations())}
     declared = {(m, r.path) for module in (health, metrics, events, decisions, agent, proposals, policies, audit,
-                                           tickets)
+                                           tickets, ingest)
                 for r in module.router.routes if isinstance(r, APIRoute) and r.include_in_schema
                 for m in r.methods}
     assert documented == declared

@@ -131,3 +131,17 @@ def test_disagreements_per_vendor_rule_in_the_tuning_answer(rt):
     assert "Okta's rule \u201cMFA for new devices\u201d: 1 decisions, 1 challenged or denied" in t
     assert "analysts judged 1 of 1 of its blocks and challenges benign (100%)" in t
     assert "Okta's rule \u201cDeny high risk\u201d" in t
+
+
+def test_glassgate_explain_tells_the_vendor_story(rt):
+    from typer.testing import CliRunner
+
+    from integrations.cli import app
+
+    row = _row(rt, "okta", "alice@example.com", "deny")
+    env = {"GLASSGATE_HOME": str(rt.settings.home), "GLASSGATE_CONFIG": str(rt.settings.config)}
+    res = CliRunner().invoke(app, ["explain", row.decision_id], env=env)
+    assert res.exit_code == 0, res.output
+    assert "Okta denied this sign-in at HIGH risk" in res.stdout and "(not verified)" not in res.stdout
+    res = CliRunner().invoke(app, ["explain", row.decision_id, "--json"], env=env)
+    assert json.loads(res.stdout)["observed"]["outcome"] == "deny"

@@ -113,10 +113,19 @@ def _tool(rt: Runtime, name: str, args: dict[str, Any]) -> Any:
 @app.command()
 def explain(decision_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Why a decision came out as it did: drivers, thresholds and rules, what would change it."""
-    got = _tool(_rt(), "get_decision", {"decision_id": decision_id})
+    rt = _rt()
+    got = _tool(rt, "get_decision", {"decision_id": decision_id})
     rec, body = got.decision.model_dump(mode="json"), got.explanation.model_dump(mode="json")
+    observed = got.observed  # a vendor's decision, scored by glassgate in shadow
     if as_json:
-        _dump({"decision": rec, "explanation": body, "event": got.event})
+        _dump({"decision": rec, "explanation": body, "event": got.event, **({"observed": observed} if observed else {})})
+    elif observed:  # the verified narrative: the vendor's decision, its reasons and whether glassgate agrees
+        from agent.narrative import Audience
+        from integrations.services.ask import explain_decision
+        from integrations.services.deps import ServiceDeps
+
+        story = explain_decision(deps=ServiceDeps.from_runtime(rt), decision_id=decision_id, audience=Audience.ANALYST)
+        typer.echo(story.text + ("" if story.verified else "\n(not verified)"))
     else:
         typer.echo(render.explanation_text(rec, body))
 

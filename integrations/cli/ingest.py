@@ -19,6 +19,7 @@ from integrations.ingest.pull import LogSource
 from integrations.ingest.records import BadBody, iter_records
 from integrations.runtime import Runtime
 from integrations.services.deps import ServiceDeps
+from integrations.services.surrogate import SurrogateError, explain_by_surrogate, fidelity_line, train_surrogate
 from integrations.services.vendor_ingest import ingest_records
 from integrations.services.vendor_pull import poll_once
 from risk.model import ModelNotFoundError
@@ -104,3 +105,35 @@ def connector_run(which: Annotated[Literal["okta", "entra"], typer.Argument(help
                 raise typer.Exit(1)
             return
         time.sleep(rt.settings.connector_poll_seconds)
+
+
+surrogate_app = typer.Typer(help="A surrogate model of a vendor's decisions, where the vendor states no reasons.",
+                            no_args_is_help=True)
+app.add_typer(surrogate_app, name="surrogate")
+
+
+@surrogate_app.command("train")
+def surrogate_train(vendor: Annotated[Literal["okta", "entra", "ocsf"], typer.Option("--vendor")]) -> None:
+    """Fit a small decision tree of the vendor's outcomes on stored history; card it on a later held-out split."""
+    deps = ServiceDeps.from_runtime(_rt())
+    try:
+        card = train_surrogate(deps=deps, vendor=vendor)
+    except SurrogateError as exc:
+        _fail(str(exc))
+    err.print(fidelity_line(card), highlight=False, markup=False)
+
+
+@surrogate_app.command("explain")
+def surrogate_explain(decision_id: str, vendor: Annotated[Literal["okta", "entra", "ocsf"], typer.Option("--vendor")]
+                      ) -> None:
+    """The surrogate's reading of a vendor decision, with its fidelity beside it (refused below the floor)."""
+    deps = ServiceDeps.from_runtime(_rt())
+    try:
+        res = explain_by_surrogate(deps=deps, decision_id=decision_id, vendor=vendor)
+    except SurrogateError as exc:
+        _fail(str(exc))
+    if res.status == "refused":
+        err.print(f"refused: {res.reason}\n{res.fidelity_line}", highlight=False, markup=False)
+        raise typer.Exit(1)
+    typer.echo(f"{vendor} decided {res.vendor_outcome}; the surrogate predicts {res.surrogate_outcome} because: "
+               + "; ".join(res.path) + f"\n{res.fidelity_line}")

@@ -28,6 +28,7 @@ from integrations.ingest.observed import (
     Mapped,
     Observed,
     Reason,
+    RiskLevel,
     Src,
     Vendor,
     VendorOutcome,
@@ -67,8 +68,9 @@ def parse_okta_map(text: str) -> dict[str, str]:
     return out
 
 
-def _risk(src: Src, debug: dict[str, Any] | None) -> tuple[str | None, list[Reason]]:
-    level, reasons = None, []
+def _risk(src: Src) -> tuple[RiskLevel | None, list[Reason]]:
+    level: RiskLevel | None = None
+    reasons: list[Reason] = []
     text = src.get("debugContext.debugData.risk", str)
     if text is not None:
         try:
@@ -195,7 +197,7 @@ def map_okta(raw: Any) -> Mapped:
         d.set("resource.kind", "saas", "target")
     d.assume("resource.sensitivity", "internal", "Okta does not classify applications by sensitivity")
     sign_in_activity(d)
-    level, reasons = _risk(src, None)
+    level, reasons = _risk(src)
     reason = src.get("outcome.reason", str)
     failure = result.upper() == "FAILURE"
     obs = Observed(vendor=Vendor.OKTA, vendor_event_id=uuid, event_type=etype, outcome=outcome, failure=failure,

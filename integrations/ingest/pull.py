@@ -35,8 +35,11 @@ class Page:
 
 
 class LogSource(Protocol):
-    vendor: Vendor
-    name: str  # the cursor's key
+    @property
+    def vendor(self) -> Vendor: ...
+
+    @property
+    def name(self) -> str: ...  # the cursor's key
 
     def pages(self, cursor: dict[str, Any] | None) -> Iterator[Page]: ...
 

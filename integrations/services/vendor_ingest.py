@@ -129,8 +129,11 @@ def _chunk(deps: ServiceDeps, vendor: Vendor, raws: list[Any], base: int) -> lis
     if fresh:
         results = list(deps.engine().score_many(natives, chunk=len(natives)))
         with deps.sessions.begin() as s:
+            decided = [r.decision["decision_id"] for r in results if isinstance(r, ScoreResult)]
+            have = set(s.scalars(select(VendorObservationRow.decision_id).where(
+                VendorObservationRow.decision_id.in_(decided)))) if decided else set()
             for (i, m), res in zip(fresh, results, strict=True):
-                out[i] = _store(s, vendor, i, m, res)
+                out[i] = _store(s, vendor, i, m, res, have)
     return [out[i] for i in sorted(out)]
 
 
@@ -180,14 +183,15 @@ def _with_history(s: Any, fresh: list[tuple[int, Mapped]]) -> tuple[list[dict[st
     return natives, out
 
 
-def _store(s: Any, vendor: Vendor, i: int, m: Mapped, res: ScoreResult | Rejected) -> IngestItem:
+def _store(s: Any, vendor: Vendor, i: int, m: Mapped, res: ScoreResult | Rejected, have: set[str]) -> IngestItem:
     vid = m.observed.vendor_event_id
     if isinstance(res, Rejected):  # the native event id was taken by a native caller's different event
         return IngestItem(index=i, status="rejected", vendor_event_id=vid, errors=[VendorFieldProblem(
             field=_id_field(vendor), message=str(res.error))])
     d = res.decision
     agree = agreement_of(m.observed.outcome, d["outcome"], failure=m.observed.failure)
-    if s.get(VendorObservationRow, d["decision_id"]) is None:
+    if d["decision_id"] not in have:  # a crash between the decision and its observation is healed here
+        have.add(d["decision_id"])
         s.add(VendorObservationRow(decision_id=d["decision_id"], vendor=vendor.value, vendor_event_id=vid,
                                    user_id=d["user_id"], ts_ms=int(round(m.event.ts * 1000)),
                                    outcome=m.observed.outcome.value, failure=m.observed.failure,

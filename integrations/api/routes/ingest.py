@@ -120,3 +120,10 @@ async def ingest_entra(request: Request) -> JSONResponse:
 async def ingest_ocsf(request: Request) -> JSONResponse:
     """OCSF 1.x Authentication (3002) events, Standard Webhooks signed."""
     return await _signed(request, Vendor.OCSF)
+
+
+@router.api_route("/v1/ingest/okta", methods=["PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"], include_in_schema=False)
+def okta_other_methods() -> None:
+    """One path, two operations (the hook's GET verification and its POST deliveries): a 405 names both,
+    which the router alone would not (it answers with the first partial match's methods)."""
+    raise ProblemError(405, "use GET (Okta's one-time verification) or POST (deliveries)", headers={"Allow": "GET, POST"})
