@@ -22,7 +22,7 @@ from risk.explain import TreeShap, top_families
 from risk.features import batch_features
 from risk.model import RiskModel, train
 from risk.policy import PolicySet
-from risk.synth import ATTACKS, World
+from risk.synth import ATTACKS, BENIGN_UNUSUAL, World
 
 Progress = Callable[[str, float], None]
 BURN_IN_DAYS = 3  # profiles are immature at first; those days only build baselines
@@ -60,6 +60,7 @@ def evaluate(model: RiskModel, X: np.ndarray, events: pd.DataFrame, policy: Poli
     if 0 < y.sum() < len(y):
         out["roc_auc"] = float(roc_auc_score(y, risk))
         out["pr_auc"] = float(average_precision_score(y, risk))
+    out["brier"] = float(np.mean((risk - y) ** 2)) if len(y) else None
     attack_idx = np.flatnonzero(y == 1)
     shap = shap or TreeShap(model)
     top = top_families(shap.contributions(X[attack_idx])[0]) if len(attack_idx) else np.array([])
@@ -83,7 +84,7 @@ def evaluate(model: RiskModel, X: np.ndarray, events: pd.DataFrame, policy: Poli
     out["benign_deny_rate"] = float(np.mean(risk[benign] >= deny_at[benign])) if benign.any() else None
     out["benign_step_up_rate"] = float(np.mean(risk[benign] >= step_up_at[benign])) if benign.any() else None
     unusual: dict[str, Any] = {}
-    for name in ("travel_vpn", "new_laptop", "oncall_night"):
+    for name in BENIGN_UNUSUAL:
         sel = events["scenario"].to_numpy() == name
         if sel.any():
             unusual[name] = {"events": int(sel.sum()), "deny_rate": float(np.mean(risk[sel] >= deny_at[sel])),
