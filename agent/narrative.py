@@ -65,6 +65,9 @@ class Evidence(BaseModel):
     matches: list[dict[str, Any]] = Field(default_factory=list)  # other decisions found
     citations: list[Citation] = Field(default_factory=list)  # retrieved passages only
     note: str | None = None  # why the evidence is thin or missing
+    # the outcome the question asked about when the decision found has another one ("why was X blocked?"
+    # about a step-up): the decision found is explained, and the narrative says so first
+    asked_outcome: str | None = None
 
     def decision_ids(self) -> list[str]:
         ids = [self.decision["decision_id"]] if self.decision else []

@@ -20,10 +20,10 @@ from risk.audit import Ledger
 from risk.catalog import FEATURE_NAMES
 from risk.counterfactual import find_counterfactuals
 from risk.events import AccessEvent, EventValidationError, FieldError, parse_event
-from risk.explain import Counterfactual, TreeShap, build_explanation, quality_notes
+from risk.explain import Counterfactual, DecidedKind, TreeShap, build_explanation, quality_notes
 from risk.features import MIN_BASELINE_EVENTS, SessionState, UserProfile, event_row, featurize_online
 from risk.model import RiskModel
-from risk.policy import Outcome, PolicyDecision, PolicySet
+from risk.policy import OUTCOME_RANK, Outcome, PolicyDecision, PolicySet
 from risk.store.control import ExceptionRow, RevocationRow
 from risk.store.policies import effective_policy, version_mark
 from risk.store.schema import CounterRow, DecisionRow, ExplanationRow, ProfileRow, SessionRow
@@ -101,6 +101,20 @@ class Override:
     exception: dict[str, Any] | None = None
     revocation: str | None = None
     crossed: list[str] = field(default_factory=list)
+
+
+def decided_by_for(pd_: PolicyDecision, ov: Override) -> tuple[str, DecidedKind]:
+    """What set the outcome, as (decided_by, kind): a revocation, an exception that changed it, the hard rule
+    that raised it above the thresholds' outcome, or else the threshold (rules that agree are context)."""
+    if ov.revocation is not None:
+        return "revocation", "revocation"
+    if ov.exception and ov.exception.get("changed_outcome_from"):
+        return "exception", "exception"
+    if OUTCOME_RANK[ov.outcome] > OUTCOME_RANK[pd_.threshold_outcome]:
+        rule = next((r for r in pd_.rules if r.effect is ov.outcome), None)
+        if rule is not None:
+            return rule.rule_id, "rule"
+    return "threshold", "threshold"
 
 
 @dataclass
@@ -237,7 +251,9 @@ class DecisionEngine:
             else:
                 cfs, cf_note = find_counterfactuals(x=x, outcome=pd_.outcome, context=ctx, model=self.model,
                                                     policy=self.policy)
+            decided_by, decided_kind = decided_by_for(pd_, ov)
             expl = build_explanation(x=x, phi=phi[k], base=self.shap.base_value, margin=float(margins[k]),
+                                     decided_by=decided_by, decided_kind=decided_kind,
                                      crossed=crossed_lines(risk, pd_) + ov.crossed, counterfactuals=cfs,
                                      counterfactual_note=cf_note,
                                      notes=quality_notes(x, self.model, priors[k], MIN_BASELINE_EVENTS))

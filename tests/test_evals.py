@@ -25,7 +25,7 @@ from integrations.settings import Settings
 from risk.explain import TreeShap
 from tools.registry import call_tool
 
-SMALL = {"users": 90, "days": 14, "test_days": 4, "attack_rate": 0.08, "max_iter": 60}
+SMALL = {"users": 90, "days": 14, "test_days": 4, "attack_rate": 0.08, "max_iter": 150}  # solo signals need the trees
 
 
 def _small_spec(root: Path) -> Path:
@@ -72,12 +72,26 @@ def test_gate_offline_narrator_is_faithful_and_finds_the_cause(gated):
     assert agg["deletion_curve"]["k"] == [1, 2, 3, 4, 5] and agg["deletion_curve"]["cases"] > 0
 
 
+def test_gate_includes_the_stress_suite_per_family(gated):
+    report, _ = gated
+    names = {g["name"] for g in report["gate"]}
+    assert {"stress: identity", "stress: device", "stress: behavior", "stress: network"} <= names
+    cases = report["stress"]["cases"]
+    assert {c["kind"] for c in cases} == {"anomaly", "variation"}
+    # the model alone (threshold outcome) stepped up every anomaly, whatever the hard rules added
+    assert all(c["threshold_outcome"] in ("step_up", "deny") for c in cases if c["kind"] == "anomaly")
+    md = (Path(report["paths"]["dir"]) / "summary.md").read_text()
+    assert "| network | network-berlin-sydney | anomaly |" in md and "threshold outcome | final outcome" in md
+    assert "Calibration on the later split: Brier" in md
+
+
 def test_report_files_and_plots(gated):
     report, _ = gated
     for where in (Path(report["paths"]["dir"]), Path(report["paths"]["latest"])):
         for name in ("report.json", "summary.md", "cases.jsonl"):
             assert (where / name).stat().st_size > 0
-        assert set(report["plots"]) == {"cause_recall_by_type.png", "deletion_curve.png", "pass_rates.png"}
+        assert set(report["plots"]) == {"cause_recall_by_type.png", "deletion_curve.png", "pass_rates.png",
+                                        "reliability.png"}
         for png in report["plots"]:
             with Image.open(where / png) as im:
                 im.verify()
