@@ -138,6 +138,24 @@ def evaluate(model: RiskModel, X: np.ndarray, events: pd.DataFrame, policy: Poli
     return out
 
 
+def fit_rows(world: World, X: np.ndarray, split: Split, *, mix: TrainingMix, test_days: int,
+             progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The rows the model is fitted on: ``world``'s earlier days and its companions', labels with noise."""
+    say = progress or (lambda *_: None)
+    y = world.events["label"].to_numpy()
+    Xs, ys = [X[split.train]], [y[split.train]]
+    for k, other in enumerate(companion_worlds(world, mix)):
+        o_split = time_split(other, test_days=test_days)
+        Xs.append(batch_features(other.events)[o_split.train])
+        ys.append(other.events["label"].to_numpy()[o_split.train])
+        say("features", (k + 1) / (mix.companions + 1))
+    say("features", 1.0)
+    X_fit, y_fit = np.vstack(Xs), np.concatenate(ys)
+    if mix.label_noise:
+        y_fit = noisy_labels(y_fit, seed=world.seed)
+    return X_fit, y_fit
+
+
 def train_on_world(world: World, policy: PolicySet, *, test_days: int = 7, progress: Progress | None = None,
                    params: dict[str, Any] | None = None,
                    mix: TrainingMix | None = None) -> tuple[RiskModel, np.ndarray, Split]:
@@ -153,17 +171,7 @@ def train_on_world(world: World, policy: PolicySet, *, test_days: int = 7, progr
     say("features", 0.0)
     X = batch_features(world.events)
     split = time_split(world, test_days=test_days)
-    y = world.events["label"].to_numpy()
-    Xs, ys = [X[split.train]], [y[split.train]]
-    for k, other in enumerate(companion_worlds(world, mix)):
-        o_split = time_split(other, test_days=test_days)
-        Xs.append(batch_features(other.events)[o_split.train])
-        ys.append(other.events["label"].to_numpy()[o_split.train])
-        say("features", (k + 1) / (mix.companions + 1))
-    say("features", 1.0)
-    X_fit, y_fit = np.vstack(Xs), np.concatenate(ys)
-    if mix.label_noise:
-        y_fit = noisy_labels(y_fit, seed=world.seed)
+    X_fit, y_fit = fit_rows(world, X, split, mix=mix, test_days=test_days, progress=say)
     model = train(X_fit, y_fit, progress=lambda _s, f: say("trees", f), params=params)
     say("evaluate", 0.0)
     metrics = evaluate(model, X[split.test], world.events[split.test].reset_index(drop=True), policy)
