@@ -139,7 +139,7 @@ def load_model(path: Path) -> RiskModel:
 
 
 def train(X: np.ndarray, y: np.ndarray, *, progress: Progress | None = None,
-          params: dict[str, Any] | None = None) -> RiskModel:
+          params: dict[str, Any] | None = None, sample_weight: np.ndarray | None = None) -> RiskModel:
     """Fit the classifier with monotonic constraints, reporting progress per chunk of trees.
 
     Args:
@@ -147,6 +147,7 @@ def train(X: np.ndarray, y: np.ndarray, *, progress: Progress | None = None,
         y: 1 for attack events, 0 otherwise.
         progress: called with ("trees", fraction) as boosting proceeds.
         params: overrides for :data:`TRAIN_PARAMS` (tests use fewer trees).
+        sample_weight: per-row weights (training from the store weighs analyst verdicts against the prior).
     """
     p = {**TRAIN_PARAMS, **(params or {})}
     total = p.pop("max_iter")
@@ -155,11 +156,12 @@ def train(X: np.ndarray, y: np.ndarray, *, progress: Progress | None = None,
     while done < total:
         done = min(total, done + CHUNK)
         clf.set_params(max_iter=done)
-        clf.fit(X, y)
+        clf.fit(X, y, sample_weight=sample_weight)
         if progress:
             progress("trees", done / total)
     rerouted = route_missing(clf)
-    h = hashlib.sha256((data_hash(X, y) + json.dumps({**p, "max_iter": total}, sort_keys=True)).encode()).hexdigest()
+    wh = "" if sample_weight is None else hashlib.sha256(np.ascontiguousarray(sample_weight, np.float64).tobytes()).hexdigest()
+    h = hashlib.sha256((data_hash(X, y) + json.dumps({**p, "max_iter": total}, sort_keys=True) + wh).encode()).hexdigest()
     ranges = {n: (float(np.nanmin(X[:, i])) if np.isfinite(X[:, i]).any() else float("nan"),
                   float(np.nanmax(X[:, i])) if np.isfinite(X[:, i]).any() else float("nan"))
               for i, n in enumerate(FEATURE_NAMES)}
