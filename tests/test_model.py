@@ -74,6 +74,6 @@ def test_top_family_is_the_cause_for_90_percent_of_later_attacks(policy):
     Xa = X[split.test][attacks]
     top = top_families(TreeShap(model).contributions(Xa)[0])
     share = float(np.mean(top == ev["cause_family"].to_numpy()[attacks]))
-    assert attacks.sum() > 200
+    assert attacks.sum() > 150  # enough later attacks to measure (solo signals at low magnitude are partly benign)
     assert share >= 0.90, share
     assert model.card["test_metrics"]["top_family_is_cause"] == pytest.approx(share)
