@@ -222,15 +222,16 @@ def write_report(*, records: list[dict[str, Any]], meta: dict[str, Any], out_roo
         out = out_root / f"eval-{stamp}-{n}"
     out.mkdir(parents=True)
     agg = aggregate(records)
-    report = {"meta": meta, "aggregates": agg, "gate": gate(agg) + stress_gate(stress), "records": records,
-              "stress": stress}
-    report["plots"] = _plots(agg, out)
+    report: dict[str, Any] = {"meta": meta, "aggregates": agg, "gate": gate(agg) + stress_gate(stress),
+                              "records": records, "stress": stress}
+    plots = _plots(agg, out)
     cal = (meta.get("model_card") or {}).get("calibration")
     if cal and cal.get("reliability"):
         from risk.calibration import plot_reliability
 
         plot_reliability(cal, out / "reliability.png")
-        report["plots"].append("reliability.png")
+        plots.append("reliability.png")
+    report["plots"] = plots
     latest = out_root / "latest"
     report["paths"] = {"dir": str(out), "latest": str(latest)}
     (out / "report.json").write_text(json.dumps(report, indent=1, default=str))
