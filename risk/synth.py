@@ -98,7 +98,6 @@ BENIGN_UNUSUAL = ("travel_vpn", "new_laptop", "oncall_night", "personal_travel",
 SOLO: dict[str, tuple[str, str]] = {
     "credential_stuffing": ("failed attempts only", "password only, no MFA"),
     "token_replay": ("the session continues from another continent", "the session continues through Tor"),
-    "impossible_travel": ("in working hours, nothing else unusual", "in working hours, nothing else unusual"),
     "bulk_export": ("an insider who only exports", "a lateral sweep across many resources"),
 }
 SOLO_SHARE = 2 / 3  # of each SOLO type's sessions
@@ -265,7 +264,7 @@ def generate_world(*, users: int = 300, days: int = 28, seed: int = 7, start: da
             a["t0"] = day0 + (rng.uniform(lo, hi, len(a)) - off) * 3600.0
         a["n"] = rng.integers(2, 7, len(a))
         a["solo"] = np.where(rng.random(len(a)) < SOLO_SHARE, rng.integers(1, 3, len(a)), 0) if scenario in SOLO else 0
-        if scenario in ("bulk_export", "impossible_travel"):  # the solo forms happen in working hours
+        if scenario == "bulk_export":  # the solo forms happen in working hours
             off = np.array([CITIES[c][4] for c in u["city"].to_numpy()[a["uid"]]], dtype=float)
             day0 = np.floor((a["t0"] + off * 3600.0) / 86400.0) * 86400.0
             a["t0"] = np.where(a["solo"] > 0, np.maximum(day0 + (rng.uniform(10.0, 16.5, len(a)) - off) * 3600.0,

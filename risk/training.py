@@ -39,16 +39,16 @@ BURN_IN_DAYS = 3  # profiles are immature at first; those days only build baseli
 TRAINING_DESIGN = {
     "single_signal_attacks": (
         "Attacks also occur with ONE signal alone, at magnitudes spread log-uniformly: failed attempts only "
-        "(4..60) or a password-only sign-in, on the user's usual managed device; a token replayed from another "
-        "continent (consumer ISP, geolocated) or through Tor in the middle of a healthy session with fresh MFA; "
-        "travel that is impossible in working hours with nothing else unusual; an insider who only exports "
-        "(30x..20,000x the user's volume) and a lateral sweep across 12..120 resources. Two thirds of these "
+        "(3..80) or a password-only sign-in, on the user's usual managed device; a token replayed from another "
+        "continent (consumer ISP, geolocated) in the middle of a healthy session with fresh MFA, or through Tor "
+        "into a new session; an insider who only exports (30x..20,000x the user's volume) and a lateral sweep "
+        "across 10..150 resources. Two thirds of these "
         "types' sessions are solo, the rest keep the combined form. Without them a tree model learns the "
         "generator's conjunctions and a single strong anomaly on a clean event scores near zero."),
     "benign_look_alikes": (
-        "Each signal has a benign look-alike: forgotten passwords (1..8 failures, then a strong factor), "
-        "quarter-end exports (10x..150x), project reviews (6..15 resources), travel (with or without VPN), "
-        "cloud workstations (hosting ASN), new laptops, on-call nights. Their ranges overlap the low end of the "
+        "Each signal has a benign look-alike: forgotten passwords (geometric, a tail to 40 failures, then a strong "
+        "factor), quarter-end exports (10x..150x), project reviews (6 resources and a decaying tail), travel "
+        "(with or without VPN), cloud workstations (hosting ASN), new laptops, on-call nights. Their ranges overlap the low end of the "
         "solo attacks, so the model learns a ramp rather than a step."),
     "label_noise": (
         f"{MISSED_ATTACK_RATE:.0%} of training attacks are labelled benign and {FALSE_REPORT_RATE:.1%} of "

@@ -58,7 +58,7 @@ def test_the_models_register_the_expected_tables():
     assert MODEL_TABLES == {"audit_head", "audit_log", "counters", "decisions", "explanations", "sessions",
                             "user_profiles", "verdicts", "proposals", "approvals", "executions",
                             "access_exceptions", "session_revocations", "policy_versions", "jobs",
-                            "inbound_deliveries", "ticket_enrichments"}
+                            "inbound_deliveries", "ticket_enrichments", "model_versions", "shadow_scores"}
 
 
 def test_upgrade_creates_every_model_table_at_head(engine):
