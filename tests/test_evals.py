@@ -25,7 +25,7 @@ from integrations.settings import Settings
 from risk.explain import TreeShap
 from tools.registry import call_tool
 
-SMALL = {"users": 90, "days": 14, "test_days": 4, "attack_rate": 0.08, "max_iter": 150}  # solo signals need the trees
+SMALL = {"users": 90, "days": 14, "test_days": 4, "attack_rate": 0.08, "max_iter": 200}  # solo signals need the trees
 
 
 def _small_spec(root: Path) -> Path:
