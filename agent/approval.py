@@ -20,6 +20,7 @@ class Kind(StrEnum):
     GRANT_EXCEPTION = "grant_exception"
     REVOKE_SESSION = "revoke_session"
     CHANGE_THRESHOLD = "change_threshold"
+    PROMOTE_MODEL = "promote_model"
 
 
 class Status(StrEnum):

@@ -66,16 +66,23 @@ def _one_decision(ctx: ToolContext, p: Plan, ev: Evidence) -> bool:
     if not ids:
         who = " ".join(x for x in (p.user_id, p.resource_id, p.outcome, p.when) if x)
         ev.note = f"No decision matches ({who or 'nothing specific was named'}); nothing to explain."
-        if p.outcome and (p.user_id or p.resource_id):  # say what did happen instead
+        if p.outcome and (p.user_id or p.resource_id):  # explain what did happen instead
             plain = {k: v for k, v in {"user_id": p.user_id, "resource_id": p.resource_id, "limit": 5}.items() if v}
-            latest = call_tool(ctx, "find_decisions", plain)
-            if latest.decisions:
+            latest = None
+            for a in ([{**plain, "when": p.when}] if p.when else []) + [plain]:
+                latest = call_tool(ctx, "find_decisions", a)
+                if latest.decisions:
+                    break
+            if latest is not None and latest.decisions:
                 m = latest.decisions[0]
-                ev.note = (f"No {p.outcome.replace('_', '-')} decision matches ({who}). The most recent decision for "
+                ev.note = (f"No {p.outcome.replace('_', '-')} decision matches ({who}). The decision found for "
                            f"{' on '.join(x for x in (p.user_id, p.resource_id) if x)}: {m.outcome.value.replace('_', '-')} "
                            f"at {m.timestamp[:16].replace('T', ' ')} UTC ({m.decision_id}), risk {m.risk:.2f}; "
                            f"{latest.total} decisions in all.")
-        return False
+                ev.asked_outcome = p.outcome
+                ids = [m.decision_id]
+        if not ids:
+            return False
     got = call_tool(ctx, "get_decision", {"decision_id": ids[0]})
     ev.decision, ev.explanation, ev.event = _json(got.decision), _json(got.explanation), got.event
     ev.observed = got.observed

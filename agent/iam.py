@@ -92,6 +92,11 @@ class BuiltinIam:
                 s.add(RevocationRow(session_id=p["session_id"], revoked_ms=_ms(now), proposal_id=proposal.proposal_id,
                                     reason=p["reason"]))
             return {"session_id": p["session_id"], "revoked_at": now.strftime("%Y-%m-%dT%H:%M:%SZ")}
+        if kind is Kind.PROMOTE_MODEL:
+            from risk.registry import apply_promotion
+
+            return apply_promotion(s, version=p["version"], proposal_id=proposal.proposal_id, by=approver,
+                                   now_ms=_ms(now))
         current = effective_policy(s, self.base_policy)
         new = current.with_thresholds(policy_id=p["policy_id"], scope=p["scope"], step_up_at=p["step_up_at"],
                                       deny_at=p["deny_at"])

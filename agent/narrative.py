@@ -66,6 +66,9 @@ class Evidence(BaseModel):
     citations: list[Citation] = Field(default_factory=list)  # retrieved passages only
     note: str | None = None  # why the evidence is thin or missing
     observed: dict[str, Any] | None = None  # the vendor's own decision, for an event ingested from Okta/Entra/OCSF
+    # the outcome the question asked about when the decision found has another one ("why was X blocked?"
+    # about a step-up): the decision found is explained, and the narrative says so first
+    asked_outcome: str | None = None
 
     def decision_ids(self) -> list[str]:
         ids = [self.decision["decision_id"]] if self.decision else []

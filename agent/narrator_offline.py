@@ -29,9 +29,36 @@ def _find(citations: list[Citation], policy_id: str, section: str) -> Citation |
     return next((c for c in citations if c.policy_id == policy_id and c.section == section), None)
 
 
+def _rule_sentence(ev: Evidence, r: dict[str, Any], claims: list[Claim], did: str, *, lead: bool) -> str:
+    rc = _find(ev.citations, r["policy_id"], r["section"])
+    claims.append(Claim(type="rule", subject=did, value=r["rule_id"], citation=rc))
+    cite = f" ({_cite(rc)})" if rc else ""
+    if lead:
+        return (f"Rule {r['rule_id']} ({r['effect'].replace('_', '-')}) decided this outcome, not the risk threshold: "
+                f"{r['description']}{cite}")
+    return f"Rule {r['rule_id']} ({r['effect'].replace('_', '-')}) applied: {r['description']}{cite}"
+
+
+def _exception_sentence(ev: Evidence, x: dict[str, Any], claims: list[Claim], did: str, *, lead: bool) -> str:
+    xc = _find(ev.citations, x["policy_id"], x["section"])
+    claims.append(Claim(type="exception", subject=did, value=x["exception_id"], citation=xc))
+    changed = f", which turned a {x['changed_outcome_from'].replace('_', '-')} into an allow" if x.get("changed_outcome_from") else ""
+    head = f"Exception {x['exception_id']} decided this outcome, not the risk threshold: it was" if lead else \
+        f"Exception {x['exception_id']} was"
+    return (f"{head} in force until {x['ends_at'][:16].replace('T', ' ')} UTC{changed}" + (f" ({_cite(xc)})." if xc else "."))
+
+
 def _decision(ev: Evidence, audience: Audience, out: list[str], claims: list[Claim]) -> None:
     d, e = ev.decision or {}, ev.explanation or {}
     did = d["decision_id"]
+    # What set the outcome leads; the model's risk and its families follow as context.
+    kind = e.get("decided_kind", "threshold")
+    lead_rule = {"rule": e.get("decided_by"), "revocation": "session-revoked"}.get(kind)
+    led = next((r for r in d.get("rules", []) if r["rule_id"] == lead_rule), None)
+    if led is not None:
+        out.append(_rule_sentence(ev, led, claims, did, lead=True))
+    if kind == "exception" and d.get("exception"):
+        out.append(_exception_sentence(ev, d["exception"], claims, did, lead=True))
     thr = d["deny_at"] if d["threshold_outcome"] == "deny" else d["step_up_at"]
     which = "deny" if d["threshold_outcome"] == "deny" else "step-up"
     at = d["timestamp"][:16].replace("T", " ")
@@ -56,21 +83,15 @@ def _decision(ev: Evidence, audience: Audience, out: list[str], claims: list[Cla
             claims.append(Claim(type="driver", subject=did, feature=f["feature"], direction="+", value=f["display"],
                                 points=round(f["points"], 2)))
             parts.append(f"{f['label']} {f['display']} (+{f['points']:.2f})")
-        out.append("What drove the risk: " + "; ".join(parts) + ".")
+        context = " (context: the model's risk did not set this outcome)" if kind != "threshold" else ""
+        out.append(f"What drove the risk{context}: " + "; ".join(parts) + ".")
     elif d["outcome"] != "allow":
         out.append("No single signal raised the risk by a meaningful amount; the outcome comes from the rules below.")
     for r in d.get("rules", []):
-        rc = _find(ev.citations, r["policy_id"], r["section"])
-        claims.append(Claim(type="rule", subject=did, value=r["rule_id"], citation=rc))
-        out.append(f"Rule {r['rule_id']} ({r['effect'].replace('_', '-')}) applied: {r['description']}"
-                   + (f" ({_cite(rc)})" if rc else ""))
-    if d.get("exception"):
-        x = d["exception"]
-        xc = _find(ev.citations, x["policy_id"], x["section"])
-        claims.append(Claim(type="exception", subject=did, value=x["exception_id"], citation=xc))
-        changed = f", which turned a {x['changed_outcome_from'].replace('_', '-')} into an allow" if x.get("changed_outcome_from") else ""
-        out.append(f"Exception {x['exception_id']} was in force until {x['ends_at'][:16].replace('T', ' ')} UTC{changed}"
-                   + (f" ({_cite(xc)})." if xc else "."))
+        if r is not led:
+            out.append(_rule_sentence(ev, r, claims, did, lead=False))
+    if d.get("exception") and kind != "exception":
+        out.append(_exception_sentence(ev, d["exception"], claims, did, lead=False))
     for cf in e.get("counterfactuals", []):
         acts = " and ".join(a["label"] for a in cf["actions"])
         claims.append(Claim(type="counterfactual", subject=did, value=cf["outcome_after"],
@@ -159,6 +180,10 @@ def narrate(ev: Evidence, audience: Audience = Audience.ANALYST) -> Narrative:
     if ev.intent is Intent.UNSUPPORTED or (ev.note and not (ev.decision or ev.timeline or ev.what_if or ev.citations or ev.tuning)):
         out.append(ev.note or "I can't answer that.")
     if ev.intent in (Intent.WHY_DECISION, Intent.WHAT_IF) and ev.decision:
+        if ev.asked_outcome and ev.asked_outcome != ev.decision["outcome"]:
+            found = ev.decision["outcome"].replace("_", "-")
+            out.append(f"No {ev.asked_outcome.replace('_', '-')} decision matches the question; the decision found "
+                       f"({ev.decision['decision_id']}) has the outcome {found}, and this explains it.")
         _decision(ev, audience, out, claims)
     if ev.intent is Intent.WHAT_IF and ev.what_if:
         _what_if(ev, out, claims)

@@ -65,8 +65,14 @@ class ChangeThreshold(_Payload):
     deny_at: Annotated[float, Field(ge=0, le=1)]
 
 
+class PromoteModel(_Payload):
+    version: Annotated[str, Field(pattern=r"^rm-[0-9a-f]{12}$")]
+    reason: Annotated[str, Field(min_length=3, max_length=2000)]
+
+
 PAYLOADS: dict[Kind, type[_Payload]] = {Kind.CONFIRM_DENIAL: ConfirmDenial, Kind.GRANT_EXCEPTION: GrantException,
-                                        Kind.REVOKE_SESSION: RevokeSession, Kind.CHANGE_THRESHOLD: ChangeThreshold}
+                                        Kind.REVOKE_SESSION: RevokeSession, Kind.CHANGE_THRESHOLD: ChangeThreshold,
+                                        Kind.PROMOTE_MODEL: PromoteModel}
 
 
 class ProposalRecord(BaseModel):

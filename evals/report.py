@@ -105,6 +105,12 @@ def summary_markdown(report: dict[str, Any]) -> str:
     lines += [f"| {g['name']} | {_share(g['value'])} | {g['target']:.0%} | {'pass' if g['passed'] else 'FAIL'} |"
               for g in report["gate"]]
     lines += llm_markdown(agg.get("llm_calls") or {})
+    if report.get("stress"):
+        from evals.stress import stress_markdown
+
+        lines += ["", "Stress suite per family (the model alone decides the threshold outcome; the final outcome "
+                  "adds the hard rules):", "", stress_markdown(report["stress"])]
+    lines.append(_calibration_markdown((meta.get("model_card") or {}).get("calibration")))
     return "\n".join(lines)
 
 
@@ -180,8 +186,39 @@ def _plots(agg: dict[str, Any], out: Path) -> list[str]:
     return written
 
 
-def write_report(*, records: list[dict[str, Any]], meta: dict[str, Any], out_root: Path) -> dict[str, Any]:
-    """Aggregate, gate and write everything; returns the report (with ``paths``)."""
+def stress_gate(stress: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """One gate line per family of the stress suite: every case of the family must pass."""
+    if not stress:
+        return []
+    out = []
+    for fam, f in stress["families"].items():
+        total = f["anomaly"]["total"] + f["variation"]["total"]
+        done = f["anomaly"]["passed"] + f["variation"]["passed"]
+        out.append({"name": f"stress: {fam}", "value": done / total if total else None, "target": 1.0,
+                    "passed": bool(total) and done == total})
+    return out
+
+
+def _calibration_markdown(cal: dict[str, Any] | None) -> str:
+    if not cal:
+        return ""
+    lines = ["", f"Calibration on the later split: Brier {cal['brier']:.4f}.", "",
+             "| risk bin | events | mean risk | attack share |", "|---|---:|---:|---:|"]
+    lines += [f"| {r['lo']:.2f}-{r['hi']:.2f} | {r['events']} | {r['mean_risk']:.3f} | {r['attack_share']:.3f} |"
+              for r in cal["reliability"]]
+    lines += ["", "| attack type | events | Brier (with benign) | Brier (attack events) | mean risk |",
+              "|---|---:|---:|---:|---:|"]
+    lines += [f"| {k} | {v['events']} | {v['brier']:.4f} | {v['brier_attack_only']:.4f} | {v['mean_risk']:.3f} |"
+              for k, v in cal["per_attack_type"].items()]
+    return "\n".join(lines)
+
+
+def write_report(*, records: list[dict[str, Any]], meta: dict[str, Any], out_root: Path,
+                 stress: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Aggregate, gate and write everything; returns the report (with ``paths``).
+
+    ``stress`` (from :func:`evals.stress.run_stress`) adds one gate line per family and its table.
+    """
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = out_root / f"eval-{stamp}"
     n = 1
@@ -190,8 +227,16 @@ def write_report(*, records: list[dict[str, Any]], meta: dict[str, Any], out_roo
         out = out_root / f"eval-{stamp}-{n}"
     out.mkdir(parents=True)
     agg = aggregate(records)
-    report = {"meta": meta, "aggregates": agg, "gate": gate(agg), "records": records}
-    report["plots"] = _plots(agg, out)
+    report: dict[str, Any] = {"meta": meta, "aggregates": agg, "gate": gate(agg) + stress_gate(stress),
+                              "records": records, "stress": stress}
+    plots = _plots(agg, out)
+    cal = (meta.get("model_card") or {}).get("calibration")
+    if cal and cal.get("reliability"):
+        from risk.calibration import plot_reliability
+
+        plot_reliability(cal, out / "reliability.png")
+        plots.append("reliability.png")
+    report["plots"] = plots
     latest = out_root / "latest"
     report["paths"] = {"dir": str(out), "latest": str(latest)}
     (out / "report.json").write_text(json.dumps(report, indent=1, default=str))

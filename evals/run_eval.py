@@ -45,6 +45,7 @@ from evals.scenarios import (
     sample_cases,
     set_path,
 )
+from evals.stress import run_stress
 from integrations.runtime import Runtime
 from integrations.settings import SHIPPED_PRINCIPALS, Settings
 from risk.catalog import FEATURE_INDEX
@@ -108,6 +109,7 @@ def run_eval(*, base: Settings, n_cases: int, seed: int, out_root: Path, stage: 
                                      params={"max_iter": spec.world.max_iter})
     trees(100 - shown[0])
     rt.save_model(model)
+    stress = run_stress(model, rt.policy)  # the model alone against the hand-written stress cases
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-missing columns: their median is NaN, masked to 0
         baseline = np.nan_to_num(np.nanmedian(X[split.train], axis=0), nan=0.0)
@@ -145,7 +147,7 @@ def run_eval(*, base: Settings, n_cases: int, seed: int, out_root: Path, stage: 
             "edge_cases": len(cases) - n_world, "spec": spec.model_dump(mode="json"),
             "model_version": model.version, "model_card": model.card["test_metrics"], "narrators": list(narrators),
             "home": str(home), "runtime_s": round(time.perf_counter() - t0, 1)}
-    report = write_report(records=records, meta=meta, out_root=out_root)
+    report = write_report(records=records, meta=meta, out_root=out_root, stress=stress)
     report["meta"]["runtime_s"] = round(time.perf_counter() - t0, 1)
     return report
 

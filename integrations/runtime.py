@@ -75,11 +75,27 @@ class Runtime:
 
     @cached_property
     def model(self) -> RiskModel:
-        return load_model(self.current_model_dir())
+        live = self._registry_live()
+        return self.load_model_version(live) if live else load_model(self.current_model_dir())
+
+    def _registry_live(self) -> str | None:
+        """The live version a promotion recorded in the store, if the store exists and has one."""
+        from risk.registry import current
+
+        if self.settings.db_url.startswith("sqlite") and not (self.settings.home / "glassgate.db").exists():
+            return None
+        with self.sessions() as s:
+            live = current(s, "live")
+        return live if live and (self.settings.models_dir / live / "model.joblib").exists() else None
 
     def save_model(self, model: RiskModel) -> Path:
         out = model.save(self.settings.models_dir)
         (self.settings.models_dir / "CURRENT").write_text(model.version + "\n")
+        if self._registry_live() is not None:  # the store tracks versions: a newly trained model goes live there too
+            from risk.registry import register
+
+            with self.sessions.begin() as s:
+                register(s, model, status="live", now_ms=int(self.clock().timestamp() * 1000))
         self.__dict__.pop("model", None)
         self.__dict__.pop("engine", None)
         return out
@@ -88,7 +104,11 @@ class Runtime:
     def engine(self) -> DecisionEngine:
         model = self.model  # first: a missing model must fail before any state is created
         return DecisionEngine(sessions=self.sessions, model=model, policy=self.policy, ledger=self.ledger,
-                              clock=self.clock)  # type: ignore[arg-type]
+                              clock=self.clock, model_loader=self.load_model_version)  # type: ignore[arg-type]
+
+    def load_model_version(self, version: str) -> RiskModel:
+        """One saved version from the models directory (the store's registry names which is live)."""
+        return load_model(self.settings.models_dir / version)
 
 
     # ------------------------------------------------------------------ the agent

@@ -53,6 +53,7 @@ class AuditKind(StrEnum):
     APPROVAL = "approval"
     ACTION = "action"
     POLICY_VERSION = "policy_version"
+    MODEL_VERSION = "model_version"  # a risk model started in shadow (its promotion is an ACTION)
 
 
 class AuditEntry(Base):

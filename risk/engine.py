@@ -16,17 +16,18 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from risk import registry
 from risk.audit import Ledger
 from risk.catalog import FEATURE_NAMES
 from risk.counterfactual import find_counterfactuals
 from risk.events import AccessEvent, EventValidationError, FieldError, parse_event
-from risk.explain import Counterfactual, TreeShap, build_explanation, quality_notes
+from risk.explain import Counterfactual, DecidedKind, TreeShap, build_explanation, quality_notes, top_families
 from risk.features import MIN_BASELINE_EVENTS, SessionState, UserProfile, event_row, featurize_online
 from risk.model import RiskModel
-from risk.policy import Outcome, PolicyDecision, PolicySet
+from risk.policy import OUTCOME_RANK, Outcome, PolicyDecision, PolicySet, outcome_for
 from risk.store.control import ExceptionRow, RevocationRow
 from risk.store.policies import effective_policy, version_mark
-from risk.store.schema import CounterRow, DecisionRow, ExplanationRow, ProfileRow, SessionRow
+from risk.store.schema import CounterRow, DecisionRow, ExplanationRow, ProfileRow, SessionRow, ShadowScoreRow
 
 Progress = Callable[[int], None]
 
@@ -103,6 +104,20 @@ class Override:
     crossed: list[str] = field(default_factory=list)
 
 
+def decided_by_for(pd_: PolicyDecision, ov: Override) -> tuple[str, DecidedKind]:
+    """What set the outcome, as (decided_by, kind): a revocation, an exception that changed it, the hard rule
+    that raised it above the thresholds' outcome, or else the threshold (rules that agree are context)."""
+    if ov.revocation is not None:
+        return "revocation", "revocation"
+    if ov.exception and ov.exception.get("changed_outcome_from"):
+        return "exception", "exception"
+    if OUTCOME_RANK[ov.outcome] > OUTCOME_RANK[pd_.threshold_outcome]:
+        rule = next((r for r in pd_.rules if r.effect is ov.outcome), None)
+        if rule is not None:
+            return rule.rule_id, "rule"
+    return "threshold", "threshold"
+
+
 @dataclass
 class DecisionEngine:
     """Scores events online. One instance per process; it is safe to reuse across calls."""
@@ -112,11 +127,53 @@ class DecisionEngine:
     policy: PolicySet
     ledger: Ledger
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    # version -> model (the files under the models directory); with it the engine follows the store's
+    # registry: a promotion by any process is decided by from the next chunk, a shadow candidate scored beside
+    model_loader: Callable[[str], RiskModel] | None = None
 
     def __post_init__(self) -> None:
         self.shap = TreeShap(self.model)
         self._base_policy = self.policy
         self._policy_mark = 0
+        self.shadow_model: RiskModel | None = None
+        self._shadow_shap: TreeShap | None = None
+        self._model_mark: tuple[str | None, str | None] | None = None
+
+    def _refresh_models(self, s: Session) -> None:
+        """Pick up a promotion or a new shadow candidate recorded by any process."""
+        if self.model_loader is None:
+            return
+        m = registry.mark(s)
+        if m == self._model_mark:
+            return
+        live, shadow = m
+        if live is not None and live != self.model.version:
+            self.model = self.model_loader(live)
+            self.shap = TreeShap(self.model)
+        if shadow is not None and shadow != self.model.version:
+            if self.shadow_model is None or self.shadow_model.version != shadow:
+                self.shadow_model = self.model_loader(shadow)
+                self._shadow_shap = TreeShap(self.shadow_model)
+        else:
+            self.shadow_model, self._shadow_shap = None, None
+        self._model_mark = m
+
+    def _shadow_rows(self, Xa: np.ndarray, decided: list[tuple[str, PolicyDecision]]) -> list[ShadowScoreRow]:
+        """The shadow candidate's score and explanation summary per decision; it decides nothing."""
+        if self.shadow_model is None or self._shadow_shap is None:
+            return []
+        phi, margins = self._shadow_shap.contributions(Xa)
+        risks = 1.0 / (1.0 + np.exp(-margins))
+        fams = top_families(phi)
+        out = []
+        for k, (decision_id, pd_) in enumerate(decided):
+            t = pd_.threshold
+            order = np.argsort(-phi[k])[:3]
+            out.append(ShadowScoreRow(decision_id=decision_id, model_version=self.shadow_model.version,
+                                      risk=float(risks[k]), top_family=str(fams[k]),
+                                      threshold_outcome=outcome_for(float(risks[k]), t.step_up_at, t.deny_at).value,
+                                      top_drivers=[FEATURE_NAMES[j] for j in order if phi[k, j] > 0]))
+        return out
 
     def _refresh_policy(self, s: Session) -> None:
         """Pick up policy versions approved since the last chunk (by any process)."""
@@ -203,6 +260,7 @@ class DecisionEngine:
 
     def _decide(self, s: Session, fresh: list[tuple[int, AccessEvent, str]]) -> dict[int, ScoreResult]:
         self._refresh_policy(s)
+        self._refresh_models(s)
         users = {ev.user.id for _, ev, _ in fresh}
         sids = {ev.session_id for _, ev, _ in fresh}
         prof_rows = {r.user_id: r for r in s.scalars(select(ProfileRow).where(ProfileRow.user_id.in_(users)).with_for_update())}
@@ -223,6 +281,7 @@ class DecisionEngine:
         exceptions = self._exceptions(s, fresh)
         out: dict[int, ScoreResult] = {}
         audit = []
+        decided: list[tuple[str, PolicyDecision]] = []
         for k, (i, ev, h) in enumerate(fresh):
             x, risk = Xa[k], float(risks[k])
             ctx = context_for(ev)
@@ -237,7 +296,9 @@ class DecisionEngine:
             else:
                 cfs, cf_note = find_counterfactuals(x=x, outcome=pd_.outcome, context=ctx, model=self.model,
                                                     policy=self.policy)
+            decided_by, decided_kind = decided_by_for(pd_, ov)
             expl = build_explanation(x=x, phi=phi[k], base=self.shap.base_value, margin=float(margins[k]),
+                                     decided_by=decided_by, decided_kind=decided_kind,
                                      crossed=crossed_lines(risk, pd_) + ov.crossed, counterfactuals=cfs,
                                      counterfactual_note=cf_note,
                                      notes=quality_notes(x, self.model, priors[k], MIN_BASELINE_EVENTS))
@@ -257,10 +318,12 @@ class DecisionEngine:
             s.add(d)
             s.add(ExplanationRow(decision_id=d.decision_id, top_family=expl.top_family, status=expl.status,
                                  contributions=[float(v) for v in phi[k]], body=body))
+            decided.append((d.decision_id, pd_))
             rec = decision_record(d)
             audit.append(("decision", d.decision_id, {"decision": rec, "event_hash": h,
                                                        "explanation_hash": _hash_json(body)}, self.clock()))
             out[i] = ScoreResult(rec, body, created=True)
+        s.add_all(self._shadow_rows(Xa, decided))
         now_ms = int(self.clock().timestamp() * 1000)
         for u, p in profiles.items():
             if u in prof_rows:

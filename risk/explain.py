@@ -29,6 +29,7 @@ from risk.model import RiskModel, sigmoid
 from risk.treeshap import HGBTreeShap, UnsupportedModel
 
 ADDITIVITY_TOLERANCE = 1e-6
+DecidedKind = Literal["threshold", "rule", "exception", "revocation"]
 
 
 class Factor(BaseModel):
@@ -79,6 +80,10 @@ class Explanation(BaseModel):
     status: Literal["ok", "partial", "unexplainable"]
     notes: list[str]
     additivity_error: float
+    # What set the outcome: "threshold" (the model's risk against the policy's thresholds), a hard rule's id,
+    # "exception" or "revocation". The factors explain the risk; when something else decided, they are context.
+    decided_by: str = "threshold"
+    decided_kind: DecidedKind = "threshold"
 
 
 class TreeShap:
@@ -158,7 +163,8 @@ def quality_notes(x: np.ndarray, model: RiskModel, history_events: int, min_hist
 
 def build_explanation(*, x: np.ndarray, phi: np.ndarray, base: float, margin: float, crossed: list[str],
                       counterfactuals: list[Counterfactual], counterfactual_note: str | None,
-                      notes: list[str], top_k: int = 3) -> Explanation:
+                      notes: list[str], top_k: int = 3, decided_by: str = "threshold",
+                      decided_kind: DecidedKind = "threshold") -> Explanation:
     """Assemble one decision's explanation from its contributions."""
     points = to_points(phi, base, np.array([margin]))[0]
     risk = float(sigmoid(margin))
@@ -182,7 +188,8 @@ def build_explanation(*, x: np.ndarray, phi: np.ndarray, base: float, margin: fl
     return Explanation(base_value=base, base_risk=float(sigmoid(base)), margin=margin, risk=risk, factors=factors,
                        families=families, family_points={k.value: float(v) for k, v in zip(FAMILIES, famp, strict=True)},
                        top_family=top_family, top_drivers=drivers, crossed=crossed, counterfactuals=counterfactuals,
-                       counterfactual_note=counterfactual_note, status=status, notes=notes, additivity_error=err)
+                       counterfactual_note=counterfactual_note, status=status, notes=notes, additivity_error=err,
+                       decided_by=decided_by, decided_kind=decided_kind)
 
 
 def explanation_json(e: Explanation) -> dict[str, Any]:

@@ -26,6 +26,48 @@ TRAIN_PARAMS: dict[str, Any] = {
     "l2_regularization": 1.0, "early_stopping": False, "random_state": 0,
 }
 CHUNK = 20  # trees per progress step
+# The benign value of every feature that can be missing (an optional signal, or a baseline the user does not
+# have yet): a missing value must never score below the same event with this value (see route_missing).
+BENIGN_VALUE: dict[str, float] = {
+    "disk_encrypted": 1.0, "os_patch_age_days": 0.0, "geo_velocity_kmh": 0.0, "is_tor": 0.0, "is_hosting": 0.0,
+    "rate_vs_baseline": 1.0, "bytes_vs_baseline": 1.0, "unusual_hour": 0.0,
+}
+
+
+def route_missing(clf: HistGradientBoostingClassifier) -> int:
+    """Send missing values of every constrained feature to the riskier of two sides at each split.
+
+    At a split on feature ``f`` with a known direction, a missing value keeps its learned side if that is
+    the riskier child (higher values for +1, lower for -1), and otherwise goes where :data:`BENIGN_VALUE`
+    goes. Monotone constraints bound every leaf under the riskier child above every leaf under the other,
+    so in each tree the first split where the missing path and the benign path part sends the missing one
+    to the riskier child: the margin with ``f`` missing is never below the margin with ``f`` benign.
+    TreeSHAP reads the same node field, so explanations stay exact.
+
+    Returns:
+        How many splits were re-routed.
+    """
+    changed = 0
+    for trees in clf._predictors:
+        for pred in trees:
+            nodes = pred.nodes
+            for i in np.flatnonzero(nodes["is_leaf"] == 0):
+                f = int(nodes["feature_idx"][i])
+                mono = MONOTONE[f]
+                if mono == 0:
+                    continue
+                risky_left = mono < 0
+                if bool(nodes["missing_go_to_left"][i]) == risky_left:
+                    continue
+                benign = BENIGN_VALUE.get(FEATURE_NAMES[f])
+                if benign is None:  # never missing in practice: the riskier side is the safe choice
+                    want_left = risky_left
+                else:
+                    want_left = benign <= float(nodes["num_threshold"][i])
+                if bool(nodes["missing_go_to_left"][i]) != want_left:
+                    nodes["missing_go_to_left"][i] = want_left
+                    changed += 1
+    return changed
 
 
 def sigmoid(z: np.ndarray | float) -> np.ndarray:
@@ -71,6 +113,11 @@ class RiskModel:
         joblib.dump({"clf": self.clf, "version": self.version, "feature_names": self.feature_names,
                      "ranges": self.ranges}, out / "model.joblib")
         (out / "card.json").write_text(json.dumps(self.card, indent=2, sort_keys=True))
+        cal = self.card.get("test_metrics", {}).get("calibration")
+        if cal and cal.get("reliability"):
+            from risk.calibration import plot_reliability
+
+            plot_reliability(cal, out / "reliability.png")
         return out
 
 
@@ -92,7 +139,7 @@ def load_model(path: Path) -> RiskModel:
 
 
 def train(X: np.ndarray, y: np.ndarray, *, progress: Progress | None = None,
-          params: dict[str, Any] | None = None) -> RiskModel:
+          params: dict[str, Any] | None = None, sample_weight: np.ndarray | None = None) -> RiskModel:
     """Fit the classifier with monotonic constraints, reporting progress per chunk of trees.
 
     Args:
@@ -100,6 +147,7 @@ def train(X: np.ndarray, y: np.ndarray, *, progress: Progress | None = None,
         y: 1 for attack events, 0 otherwise.
         progress: called with ("trees", fraction) as boosting proceeds.
         params: overrides for :data:`TRAIN_PARAMS` (tests use fewer trees).
+        sample_weight: per-row weights (training from the store weighs analyst verdicts against the prior).
     """
     p = {**TRAIN_PARAMS, **(params or {})}
     total = p.pop("max_iter")
@@ -108,10 +156,12 @@ def train(X: np.ndarray, y: np.ndarray, *, progress: Progress | None = None,
     while done < total:
         done = min(total, done + CHUNK)
         clf.set_params(max_iter=done)
-        clf.fit(X, y)
+        clf.fit(X, y, sample_weight=sample_weight)
         if progress:
             progress("trees", done / total)
-    h = hashlib.sha256((data_hash(X, y) + json.dumps({**p, "max_iter": total}, sort_keys=True)).encode()).hexdigest()
+    rerouted = route_missing(clf)
+    wh = "" if sample_weight is None else hashlib.sha256(np.ascontiguousarray(sample_weight, np.float64).tobytes()).hexdigest()
+    h = hashlib.sha256((data_hash(X, y) + json.dumps({**p, "max_iter": total}, sort_keys=True) + wh).encode()).hexdigest()
     ranges = {n: (float(np.nanmin(X[:, i])) if np.isfinite(X[:, i]).any() else float("nan"),
                   float(np.nanmax(X[:, i])) if np.isfinite(X[:, i]).any() else float("nan"))
               for i, n in enumerate(FEATURE_NAMES)}
@@ -119,4 +169,5 @@ def train(X: np.ndarray, y: np.ndarray, *, progress: Progress | None = None,
                      card={"version": f"rm-{h[:12]}", "data_hash": data_hash(X, y), "params": {**p, "max_iter": total},
                            "features": list(FEATURE_NAMES),
                            "monotonic_constraints": dict(zip(FEATURE_NAMES, MONOTONE, strict=True)),
-                           "train_rows": int(len(y)), "train_attack_share": float(np.mean(y))})
+                           "train_rows": int(len(y)), "train_attack_share": float(np.mean(y)),
+                           "missing_routing": {"benign_values": BENIGN_VALUE, "splits_rerouted": rerouted}})

@@ -92,11 +92,35 @@ ATTACKS: dict[str, Family] = {
 }
 # Benign but unusual: the look-alikes that keep a risk model honest (labelled benign).
 BENIGN_UNUSUAL = ("travel_vpn", "new_laptop", "oncall_night", "personal_travel", "forgot_password",
-                  "quarter_end_export", "cloud_workstation")
+                  "quarter_end_export", "cloud_workstation", "project_review")
+# Attack types that also occur as ONE signal alone (variant 1 or 2 of a session; 0 is the combined form), so
+# that a model learns each signal's own effect instead of the conjunctions (see the model card).
+SOLO: dict[str, tuple[str, str]] = {
+    "credential_stuffing": ("failed attempts only", "password only, no MFA"),
+    "token_replay": ("the session continues from another continent", "the session continues through Tor"),
+    "bulk_export": ("an insider who only exports", "a lateral sweep across many resources"),
+}
+SOLO_SHARE = 2 / 3  # of each SOLO type's sessions
+RAMP_SLOPE = 3.0  # of the log-logistic share of solo sessions that are attacks, against log magnitude
 TRAVEL = ("travel_vpn", "personal_travel")
 UA = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64)", "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5)",
       "Mozilla/5.0 (X11; Linux x86_64)")
 MFA_CODES = np.array(["none", "sms", "push", "totp", "webauthn"], dtype=object)
+
+
+@dataclass(frozen=True)
+class Org:
+    """What makes one organisation unlike another: its name prefix, role mix and home cities.
+
+    Attributes:
+        prefix: prepended to user names ("" for the primary organisation).
+        role_weights: relative weight of each role of :data:`ROLES` (None: the default mix).
+        cities: indices into :data:`CITIES` users live in (None: all of them).
+    """
+
+    prefix: str = ""
+    role_weights: tuple[float, ...] | None = None
+    cities: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -114,14 +138,17 @@ class World:
         return list(ATTACKS)
 
 
-def _users(rng: np.random.Generator, n: int) -> pd.DataFrame:
+def _users(rng: np.random.Generator, n: int, org: Org) -> pd.DataFrame:
     roles = list(ROLES)
-    role_idx = rng.choice(len(roles), size=n, p=ROLE_WEIGHTS / ROLE_WEIGHTS.sum())
-    role_idx[0] = roles.index("finance-admin")  # alice, the finance admin of the design card
-    city = rng.choice(HOME_CITIES, size=n, p=None)
-    city[0] = 0
-    names = [FIRST_NAMES[i] if i < len(FIRST_NAMES) else f"{FIRST_NAMES[i % len(FIRST_NAMES)]}{i // len(FIRST_NAMES)}"
-             for i in range(n)]
+    w = np.array(org.role_weights, dtype=float) if org.role_weights else ROLE_WEIGHTS
+    role_idx = rng.choice(len(roles), size=n, p=w / w.sum())
+    cities = list(org.cities) if org.cities else HOME_CITIES
+    city = rng.choice(cities, size=n, p=None)
+    if not org.prefix:
+        role_idx[0] = roles.index("finance-admin")  # alice, the finance admin of the design card
+        city[0] = 0
+    names = [org.prefix + (FIRST_NAMES[i] if i < len(FIRST_NAMES)
+                           else f"{FIRST_NAMES[i % len(FIRST_NAMES)]}{i // len(FIRST_NAMES)}") for i in range(n)]
     start_hour = rng.uniform(7.0, 10.0, n)
     mfa_pref = rng.choice([4, 2, 3, 1], size=n, p=[0.55, 0.30, 0.12, 0.03])
     ot_role = np.isin(role_idx, [roles.index("ot-operator"), roles.index("ot-engineer")])
@@ -170,7 +197,7 @@ def _pick(rng: np.random.Generator, frame: pd.DataFrame, k: int) -> pd.DataFrame
 
 def generate_world(*, users: int = 300, days: int = 28, seed: int = 7, start: datetime | None = None,
                    attack_rate: float = 0.03, until: datetime | None = None,
-                   progress: Progress | None = None) -> World:
+                   progress: Progress | None = None, org: Org | None = None) -> World:
     """Generate the organisation and its traffic.
 
     Args:
@@ -181,6 +208,7 @@ def generate_world(*, users: int = 300, days: int = 28, seed: int = 7, start: da
         attack_rate: share of sessions that are attacks (spread over all attack types).
         until: drop events after this instant (a demo world ends "now", not later today).
         progress: called with (stage, fraction done).
+        org: the organisation's prefix, role mix and cities (default: Northwind, the demo's).
 
     Returns:
         The world, events sorted by time with event and session ids assigned.
@@ -189,7 +217,8 @@ def generate_world(*, users: int = 300, days: int = 28, seed: int = 7, start: da
     start = (start or datetime(2026, 11, 1, tzinfo=UTC)).astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     say = progress or (lambda *_: None)
     say("users", 0.0)
-    u = _users(rng, users)
+    org = org or Org()
+    u = _users(rng, users, org)
     sess = _benign_sessions(rng, u, days, start)
     burn_in = start.timestamp() + 3 * 86400
     eligible = sess[sess["t0"] > burn_in]
@@ -234,16 +263,24 @@ def generate_world(*, users: int = 300, days: int = 28, seed: int = 7, start: da
             day0 = np.floor(a["t0"] / 86400.0) * 86400.0
             a["t0"] = day0 + (rng.uniform(lo, hi, len(a)) - off) * 3600.0
         a["n"] = rng.integers(2, 7, len(a))
+        a["solo"] = np.where(rng.random(len(a)) < SOLO_SHARE, rng.integers(1, 3, len(a)), 0) if scenario in SOLO else 0
+        if scenario == "bulk_export":  # the solo forms happen in working hours
+            off = np.array([CITIES[c][4] for c in u["city"].to_numpy()[a["uid"]]], dtype=float)
+            day0 = np.floor((a["t0"] + off * 3600.0) / 86400.0) * 86400.0
+            a["t0"] = np.where(a["solo"] > 0, np.maximum(day0 + (rng.uniform(10.0, 16.5, len(a)) - off) * 3600.0,
+                                                         a["anchor_end"] + 1800.0), a["t0"])
         extra.append(a)
     unusual = []
     role_of = u["role"].to_numpy()[eligible["uid"]]
     pools = {"oncall_night": eligible[u["oncall"].to_numpy()[eligible["uid"]]],
              "quarter_end_export": eligible[np.isin(role_of, ["finance-analyst", "finance-admin", "sales"])],
-             "cloud_workstation": eligible[np.isin(role_of, ["engineer", "sre"])]}
+             "cloud_workstation": eligible[np.isin(role_of, ["engineer", "sre"])],
+             "project_review": eligible[np.isin(role_of, ["engineer", "sre", "finance-analyst", "it-admin"])]}
     for scenario in BENIGN_UNUSUAL:
         if scenario in TRAVEL:
             continue  # travel relocates existing sessions, below
-        b = _pick(rng, pools.get(scenario, eligible), per_type * 2).copy()
+        # forgotten passwords are common, and their tail is what keeps the failed-attempts ramp smooth
+        b = _pick(rng, pools.get(scenario, eligible), per_type * (4 if scenario == "forgot_password" else 2)).copy()
         b["scenario"] = scenario
         b["anchor_end"] = np.nan
         if scenario == "oncall_night":
@@ -256,6 +293,7 @@ def generate_world(*, users: int = 300, days: int = 28, seed: int = 7, start: da
     sess.loc[posture["anchor"], "scenario"] = "posture_degraded"
     sess.loc[posture["anchor"], "n"] = np.maximum(sess.loc[posture["anchor"], "n"], 4)
     all_sess = pd.concat([sess] + extra + unusual, ignore_index=True)
+    all_sess["solo"] = all_sess["solo"].fillna(0).astype(np.int64) if "solo" in all_sess else 0
     say("sessions", 0.3)
     sid, pos, ts = _expand(rng, all_sess)
     ev = _fill_events(rng, u, all_sess, sid, pos, ts)
@@ -264,7 +302,7 @@ def generate_world(*, users: int = 300, days: int = 28, seed: int = 7, start: da
     if until is not None:
         ev = ev[ev["ts"] <= until.timestamp()]
     ev = ev.reset_index(drop=True)
-    ev.insert(0, "event_id", [f"evt-{seed:x}-{i:07d}" for i in range(len(ev))])
+    ev.insert(0, "event_id", [f"evt-{org.prefix}{seed:x}-{i:07d}" for i in range(len(ev))])
     say("done", 1.0)
     return World(users=u, events=ev, seed=seed, start=start, days=days)
 
@@ -277,11 +315,16 @@ def _fill_events(rng: np.random.Generator, u: pd.DataFrame, s: pd.DataFrame, sid
     is_ = {name: scen == name for name in list(ATTACKS) + list(BENIGN_UNUSUAL) + ["benign"]}
     city = u["city"].to_numpy()[uid]
     role_idx = u["role_idx"].to_numpy()[uid]
+    solo = s["solo"].to_numpy()[sid] if "solo" in s else np.zeros(n, dtype=np.int64)
+    one = {(name, k): is_[name] & (solo == k) for name in SOLO for k in (1, 2)}
+    combined = {name: is_[name] & (solo == 0) for name in SOLO}
     roles = list(ROLES)
 
     # Session ids: token replay continues the anchor's session id; everything else its own.
     session_key = np.array([f"s-{k:06x}" for k in range(len(s))], dtype=object)
-    own = np.where(s["scenario"].to_numpy() == "token_replay", s["anchor"].to_numpy(), np.arange(len(s)))
+    # (the Tor form of the solo replay signs in anew: a stolen refresh token starts its own session)
+    continues = (s["scenario"].to_numpy() == "token_replay") & (s["solo"].to_numpy() != 2)
+    own = np.where(continues, s["anchor"].to_numpy(), np.arange(len(s)))
     sess_id = session_key[own.astype(np.int64)][sid]
     device = u["device"].to_numpy()[uid].astype(object)
     device = np.where(is_["new_laptop"], np.char.add("lt-n", (uid * 13 % 9000).astype(str)).astype(object), device)
@@ -310,15 +353,23 @@ def _fill_events(rng: np.random.Generator, u: pd.DataFrame, s: pd.DataFrame, sid
     cloud = is_["cloud_workstation"]  # engineers working from a cloud dev box
     asn = np.where(cloud, HOSTING_ASNS[0], asn)
     is_hosting = np.where(cloud, 1.0, 0.0)
-    replay_tor = rng.random(len(s))[sid] < 0.4
-    replay_rows = is_["token_replay"]
+    replay_tor = (rng.random(len(s))[sid] < 0.4) | one["token_replay", 2]
+    replay_rows = combined["token_replay"] | one["token_replay", 2]
     asn = np.where(replay_rows, np.where(replay_tor, rng.choice(TOR_ASNS, n), rng.choice(HOSTING_ASNS, n)), asn)
     is_tor = np.where(replay_rows & replay_tor, 1.0, is_tor)
     is_hosting = np.where(replay_rows & ~replay_tor, 1.0, is_hosting)
     is_vpn = np.where(replay_rows, 0.0, is_vpn)
     lat = np.where(replay_rows, np.nan, lat)  # anonymising networks geolocate poorly
     lon = np.where(replay_rows, np.nan, lon)
-    stuffing = is_["credential_stuffing"]
+    # A replayed token from another continent: a consumer ISP there, geolocated, nothing anonymising.
+    jump = one["token_replay", 1]
+    far_any = rng.integers(len(FAR_CITIES), size=len(s))[sid]
+    lat = np.where(jump, np.array([c[2] for c in FAR_CITIES])[far_any] + rng.normal(0, 0.05, n), lat)
+    lon = np.where(jump, np.array([c[3] for c in FAR_CITIES])[far_any] + rng.normal(0, 0.05, n), lon)
+    country = np.where(jump, np.array([c[1] for c in FAR_CITIES], dtype=object)[far_any], country)
+    asn = np.where(jump, np.array([c[5][1] for c in FAR_CITIES])[far_any], asn)
+    is_vpn = np.where(jump, 0.0, is_vpn)
+    stuffing = combined["credential_stuffing"]
     asn = np.where(stuffing, 200000 + rng.integers(0, 50, n), asn)  # residential proxies in the same country
 
     # Identity.
@@ -327,13 +378,20 @@ def _fill_events(rng: np.random.Generator, u: pd.DataFrame, s: pd.DataFrame, sid
     mfa = np.where(stuffing, 0.0, mfa)
     mfa = np.where(is_["oncall_night"], 4.0, mfa)
     minutes = (ts - s["t0"].to_numpy()[sid]) / 60.0 + rng.uniform(0, 4, n)
-    minutes = np.where(replay_rows, minutes + rng.uniform(90, 600, n), minutes)
+    minutes = np.where(combined["token_replay"], minutes + rng.uniform(90, 600, n), minutes)
     minutes = np.where(stuffing, 0.0, minutes)
     failed = np.where(rng.random(n) < 0.04, rng.integers(1, 3, n), 0).astype(float)
     failed = np.where(is_["mfa_fatigue"], rng.integers(8, 26, n), failed)
     failed = np.where(stuffing, rng.integers(6, 40, n), failed)
+    # Failed attempts alone, at every magnitude from "a few too many" to a spray (log-uniform 4..60).
+    m_fail = np.floor(np.exp(rng.uniform(np.log(3), np.log(81), len(s))))
+    failed = np.where(one["credential_stuffing", 1], m_fail[sid], failed)
+    no_mfa = one["credential_stuffing", 2]  # the password worked and nothing else was asked
+    mfa = np.where(no_mfa, 0.0, mfa)
+    minutes = np.where(no_mfa, np.floor(rng.uniform(0, 3, n)), minutes)
     forgot = is_["forgot_password"]  # a few wrong passwords, then a strong factor
-    failed = np.where(forgot, rng.integers(2, 8, len(s))[sid], failed)
+    # (a decaying tail, not a hard edge: a range's edge is where a tree model draws a cliff)
+    failed = np.where(forgot, np.minimum(rng.geometric(0.2, len(s)), 40)[sid], failed)
     mfa = np.where(forgot & (mfa < 3), 3.0, mfa)
     privileged = u["privileged"].to_numpy()[uid].astype(float)
 
@@ -374,14 +432,27 @@ def _fill_events(rng: np.random.Generator, u: pd.DataFrame, s: pd.DataFrame, sid
     kind = np.array([RESOURCES[r][0] for r in all_res], dtype=object)[res]
     sens = np.array([RESOURCES[r][1] for r in all_res], dtype=object)[res]
     act = np.where(rng.random(n) < 0.8, 0, np.where(rng.random(n) < 0.9, 1, 2))
-    act = np.where(is_["bulk_export"] | is_["ot_privilege_misuse"], 2, act)
+    act = np.where(combined["bulk_export"] | one["bulk_export", 1] | is_["ot_privilege_misuse"], 2, act)
     rate = u["rate_base"].to_numpy()[uid] * rng.lognormal(0, 0.35, n)
     volume = u["bytes_base"].to_numpy()[uid] * rng.lognormal(0, 0.8, n)
     distinct = rng.integers(1, 6, n).astype(float)
-    be = is_["bulk_export"]
+    be = combined["bulk_export"]
     rate = np.where(be, rate * rng.uniform(15, 80, n), rate)
     volume = np.where(be, volume * rng.uniform(200, 3000, n), volume)
     distinct = np.where(be, rng.integers(15, 60, n), distinct)
+    # An insider who only exports: the volume alone, log-uniform 30x..20,000x their usual.
+    exp_only = one["bulk_export", 1]
+    m_vol = np.exp(rng.uniform(np.log(30), np.log(20000), len(s)))
+    volume = np.where(exp_only, volume * m_vol[sid], volume)
+    # A lateral sweep: many distinct resources within the hour at a brisk rate, ordinary volumes.
+    sweep = one["bulk_export", 2]
+    m_spread = np.floor(np.exp(rng.uniform(np.log(10), np.log(150), len(s))))
+    distinct = np.where(sweep, m_spread[sid], distinct)
+    brisk = rng.random(len(s))[sid] < 0.5  # half the sweeps are scripted (brisk), half by hand
+    rate = np.where(sweep & brisk, rate * rng.uniform(2, 12, n), rate)
+    pr = is_["project_review"]  # a review or migration that touches many systems, in working hours
+    distinct = np.where(pr, np.floor(6 * np.exp(rng.exponential(0.55, len(s))))[sid], distinct)
+    rate = np.where(pr, rate * rng.uniform(1, 2.5, n), rate)
     qe = is_["quarter_end_export"]  # month-end reporting: big but in working hours, on the usual systems
     act = np.where(qe & (rng.random(n) < 0.6), 2, act)
     rate = np.where(qe, rate * rng.uniform(2, 8, n), rate)
@@ -399,6 +470,19 @@ def _fill_events(rng: np.random.Generator, u: pd.DataFrame, s: pd.DataFrame, sid
 
     label = np.isin(scen, list(ATTACKS))
     label = np.where(is_["posture_degraded"], degraded, label)
+    # A single signal at a modest magnitude is ambiguous in the world itself: the share of such sessions that
+    # are attacks rises smoothly with the magnitude (log-logistic), the rest are the signal's benign look-alike.
+    # The model then learns a ramp, not a step at the edge of a generated range.
+    ramp = rng.random(len(s))
+    benign_solo = np.zeros(n, dtype=bool)
+    for (name, k), m, m50, look in ((("credential_stuffing", 1), m_fail, 8.0, "forgot_password"),
+                                    (("bulk_export", 2), m_spread, 20.0, "project_review"),
+                                    (("bulk_export", 1), m_vol, 100.0, "quarter_end_export")):
+        p_attack = 1.0 / (1.0 + (m50 / np.maximum(m, 1e-9)) ** RAMP_SLOPE)
+        rows = one[name, k] & (ramp >= p_attack)[sid]
+        benign_solo |= rows
+        scen = np.where(rows, look, scen)
+    label = label & ~benign_solo
     cause = np.array([ATTACKS.get(x, "") for x in scen], dtype=object)
     cause = np.where(label, cause, "")
     scen_out = np.where(is_["posture_degraded"] & ~degraded, "benign", scen)

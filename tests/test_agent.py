@@ -324,4 +324,7 @@ def test_no_match_says_what_did_happen(env):
     d = next(r.decision for r in reversed(env["results"]) if (r.decision["user_id"], r.decision["resource_id"]) not in denied)
     out, _ = ask(env, f"why was {d['user_id']} denied access to {d['resource_id']}?")
     assert out["verified"] and out["proposal"] is None
-    assert out["answer"].startswith("No deny decision matches") and "The most recent decision for" in out["answer"]
+    assert out["answer"].startswith("No deny decision matches the question; the decision found (dec-")
+    # the decision found is explained, not just named: its outcome, risk and threshold are in the narrative
+    found = out["answer"].split("(", 1)[1].split(")", 1)[0]
+    assert found.startswith("dec-") and f"({found}): risk" in out["answer"] and "threshold" in out["answer"]

@@ -127,3 +127,49 @@ def test_decision_records_policy_and_rules(engine, raw_events, policy):
     assert d["deny_at"] == policy.threshold_for(kind="database", sensitivity="restricted").deny_at
     assert "net-tor-deny" in {x["rule_id"] for x in d["rules"]}
     assert any("net-tor-deny" in c for c in r.explanation["crossed"])
+
+
+
+def _signals(**kw):
+    base = {name: 0.0 for name in FEATURE_NAMES} | {"mfa_strength": 4.0, "device_managed": 1.0, "device_compliant": 1.0,
+                                                   "edr_running": 1.0, "disk_encrypted": 1.0}
+    return base | {"resource.kind": "saas", "resource.sensitivity": "confidential", "user.privileged": False,
+                   "activity.action": "read"} | kw
+
+
+def test_decided_by_is_the_rule_exception_or_revocation_that_set_the_outcome(policy):
+    from risk.engine import Override, decided_by_for
+    from risk.policy import Outcome
+
+    low = policy.decide(risk=0.01, signals=_signals())
+    assert decided_by_for(low, Override(outcome=low.outcome, rule_floor=low.rule_floor)) == ("threshold", "threshold")
+    bulk = policy.decide(risk=0.01, signals=_signals(bytes_out_mb=150.0))
+    assert bulk.threshold_outcome is Outcome.ALLOW and bulk.outcome is Outcome.STEP_UP
+    assert decided_by_for(bulk, Override(outcome=bulk.outcome, rule_floor=bulk.rule_floor)) == (
+        "data-bulk-transfer-step-up", "rule")
+    high = policy.decide(risk=0.99, signals=_signals(bytes_out_mb=150.0))  # the thresholds deny on their own
+    assert decided_by_for(high, Override(outcome=high.outcome, rule_floor=high.rule_floor)) == ("threshold", "threshold")
+    exc = Override(outcome=Outcome.ALLOW, rule_floor=Outcome.ALLOW, exception={"changed_outcome_from": "step_up"})
+    assert decided_by_for(bulk, exc) == ("exception", "exception")
+    rev = Override(outcome=Outcome.DENY, rule_floor=Outcome.DENY, revocation="prop-1")
+    assert decided_by_for(low, rev) == ("revocation", "revocation")
+
+
+def test_a_rule_decided_outcome_is_recorded_and_the_narrative_leads_with_it(engine, raw_events):
+    from agent.narrative import Audience, Evidence, Intent
+    from agent.narrator_offline import narrate
+
+    bulk = copy.deepcopy(raw_events[5])
+    bulk["event_id"] = "evt-bulk-read-1"
+    bulk["activity"]["bytes_out"] = 150_000_000
+    bulk["resource"] = {"id": "crm", "kind": "saas", "sensitivity": "confidential"}
+    r = engine.score(bulk)
+    d, e = r.decision, r.explanation
+    assert d["outcome"] in ("step_up", "deny")
+    rule_set_it = d["threshold_outcome"] == "allow"
+    assert (e["decided_by"], e["decided_kind"]) == (
+        ("data-bulk-transfer-step-up", "rule") if rule_set_it else ("threshold", "threshold"))
+    text = narrate(Evidence(intent=Intent.WHY_DECISION, question="why?", decision=d, explanation=e),
+                   Audience.ANALYST).text
+    lead = "Rule data-bulk-transfer-step-up (step-up) decided this outcome, not the risk threshold"
+    assert text.startswith(lead) == rule_set_it

@@ -61,7 +61,7 @@ def test_the_models_register_the_expected_tables():
                             "user_profiles", "verdicts", "proposals", "approvals", "executions",
                             "access_exceptions", "session_revocations", "policy_versions", "jobs",
                             "inbound_deliveries", "ticket_enrichments", "vendor_observations", "ingest_cursors",
-                            "iam_attempts", "iam_expiries", "reexplanations"}
+                            "iam_attempts", "iam_expiries", "reexplanations", "model_versions", "shadow_scores"}
 
 
 def test_upgrade_creates_every_model_table_at_head(engine):

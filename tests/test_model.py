@@ -29,12 +29,15 @@ def test_monotonic_constraints_hold(trained):
 
 
 def test_training_is_reproducible_and_versioned(trained, small_world):
+    from risk.training import fit_rows
+    from risk.trainworld import TrainingMix
+
     model, X, split = trained
-    y = small_world.events["label"].to_numpy()
-    again = train(X[split.train], y[split.train], params={"max_iter": 80})
+    X_fit, y_fit = fit_rows(small_world, X, split, mix=TrainingMix(), test_days=4)
+    again = train(X_fit, y_fit, params={"max_iter": 80})
     assert again.version == model.version
     assert np.array_equal(again.margin(X[:500]), model.margin(X[:500]))
-    other = train(X[split.train], y[split.train], params={"max_iter": 40})
+    other = train(X_fit, y_fit, params={"max_iter": 40})
     assert other.version != model.version
 
 
@@ -71,6 +74,6 @@ def test_top_family_is_the_cause_for_90_percent_of_later_attacks(policy):
     Xa = X[split.test][attacks]
     top = top_families(TreeShap(model).contributions(Xa)[0])
     share = float(np.mean(top == ev["cause_family"].to_numpy()[attacks]))
-    assert attacks.sum() > 200
+    assert attacks.sum() > 150  # enough later attacks to measure (solo signals at low magnitude are partly benign)
     assert share >= 0.90, share
     assert model.card["test_metrics"]["top_family_is_cause"] == pytest.approx(share)

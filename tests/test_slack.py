@@ -140,15 +140,13 @@ class Env:
 
 
 def _stepped_up(seed_event: dict[str, Any], now: datetime) -> dict[str, Any]:
-    """An event the small model steps up on a restricted resource by its threshold and a step-up rule (no
-    hard deny rule), so that an approved exception can change the outcome."""
+    """An event stepped up on a restricted resource by a step-up rule (the bulk-transfer rule: a 150 MB read
+    on an otherwise ordinary event; no hard deny rule), so that an approved exception can change the outcome."""
     ev = copy.deepcopy(seed_event)
     ev["event_id"] = "evt-slack-risky"
     ev["timestamp"] = (now - timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
     ev["resource"] = {"id": "payroll-db", "kind": "database", "sensitivity": "restricted"}
-    ev["auth"].update(failed_attempts_1h=12, mfa_method="sms", minutes_since_mfa=300)
-    ev["activity"].update(requests_per_min=400, bytes_out=50_000_000, distinct_resources_1h=40)
-    ev["device"].update(os_patch_age_days=120)
+    ev["activity"].update(bytes_out=150_000_000)
     return ev
 
 

@@ -18,12 +18,23 @@ from risk.model import ModelNotFoundError
 
 
 @app.command()
-def train(users: int = 300, days: int = 28, seed: int = 7, test_days: int = 7) -> None:
+def train(users: int = 300, days: int = 28, seed: int = 7, test_days: int = 7,
+          from_store: Annotated[bool, typer.Option("--from-store", help="train a candidate on the stored decisions "
+                                                   "and analyst verdicts and start it in shadow")] = False) -> None:
     """Generate the synthetic world, train the risk model on its earlier days and card it on the later days."""
     from risk.synth import generate_world, world_start_for
     from risk.training import train_on_world
 
     rt = _rt()
+    if from_store:
+        from integrations.services.deps import ServiceDeps
+        from integrations.services.models import train_from_store
+
+        with _progress() as prog:
+            prog.add_task("training a candidate on the store's verdicts (and the synthetic prior)", total=None)
+            got = train_from_store(deps=ServiceDeps.from_runtime(rt), seed=seed)
+        _dump(got.model_dump(mode="json"))
+        return
     with _progress() as prog:
         t = prog.add_task("generating world", total=1)
         world = generate_world(users=users, days=days, seed=seed, start=world_start_for(rt.clock(), days))

@@ -74,6 +74,8 @@ def answer_blocks(answer: dict[str, Any], got: GetDecisionOutput | None) -> list
             f"{esc(d.timestamp[:16].replace('T', ' '))} UTC (`{esc(d.decision_id)}`)")
     blocks: list[dict[str, Any]] = [section(head)]
     fields = [f"*Outcome*\n{esc(outcome)}"]
+    if ex.decided_by != "threshold":  # a rule, an exception or a revocation set it: say so before the model
+        fields.append(f"*Decided by*\n{esc(ex.decided_kind)} `{esc(ex.decided_by)}` (the risk is context)")
     if risk is not None:
         against = f" (threshold {float(threshold):.2f})" if threshold is not None else ""
         fields.append(f"*Risk*\n{float(risk):.2f}{against}; step-up at {d.step_up_at:.2f}, deny at {d.deny_at:.2f}")
@@ -81,7 +83,8 @@ def answer_blocks(answer: dict[str, Any], got: GetDecisionOutput | None) -> list
     drivers = [f"• {esc(labels.get(c['feature'] or '', c['feature']))}: {esc(c['value'])}{_points(c['points'])}"
                for c in of("driver")]
     if drivers:
-        blocks.append(section("*Top drivers*\n" + "\n".join(drivers)))
+        title = "*Top drivers*" if ex.decided_by == "threshold" else "*Top drivers of the risk (context)*"
+        blocks.append(section(title + "\n" + "\n".join(drivers)))
     changes = [f"• {esc(labels.get(c['feature'] or '', c['feature']))} now {esc(c['value'])}{_points(c['points'])}"
                for c in of("change")]
     if changes:

@@ -103,3 +103,30 @@ class CounterRow(Base):
 
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
     value: Mapped[int] = mapped_column(BigInteger)
+
+
+class ModelVersionRow(Base):
+    """Every model version the store has known: live (exactly one once any is registered), shadow, or retired."""
+
+    __tablename__ = "model_versions"
+
+    version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)  # live | shadow | retired
+    card: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+    updated_ms: Mapped[int] = mapped_column(BigInteger)
+    proposal_id: Mapped[str | None] = mapped_column(String(64), nullable=True)  # the promotion that made it live
+    previous: Mapped[str | None] = mapped_column(String(64), nullable=True)  # the live version it replaced
+
+
+class ShadowScoreRow(Base):
+    """A shadow model's score and explanation summary for one decision (it never decides)."""
+
+    __tablename__ = "shadow_scores"
+
+    decision_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model_version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    risk: Mapped[float] = mapped_column(Float)
+    threshold_outcome: Mapped[str] = mapped_column(String(16))
+    top_family: Mapped[str] = mapped_column(String(16))
+    top_drivers: Mapped[list[str]] = mapped_column(JSONType)
