@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from risk.audit import Ledger
@@ -29,6 +29,7 @@ from risk.store.policies import effective_policy, version_mark
 from risk.store.schema import CounterRow, DecisionRow, ExplanationRow, ProfileRow, SessionRow
 
 Progress = Callable[[int], None]
+_DECISION_COLUMNS = tuple(c.key for c in DecisionRow.__table__.columns)  # the row as a dict, for the bulk INSERT
 
 # Where the policy corpus says a revoked session denies every later event.
 REVOCATION_CITE = ("POL-SES-006", "4-revoked-sessions")
@@ -223,6 +224,8 @@ class DecisionEngine:
         exceptions = self._exceptions(s, fresh)
         out: dict[int, ScoreResult] = {}
         audit = []
+        new_decisions: list[dict[str, Any]] = []
+        new_explanations: list[dict[str, Any]] = []
         for k, (i, ev, h) in enumerate(fresh):
             x, risk = Xa[k], float(risks[k])
             ctx = context_for(ev)
@@ -254,13 +257,16 @@ class DecisionEngine:
                 + ov.extra_rules,
                 model_version=self.model.version, event=ev.canonical(), exception=ov.exception)
             body = expl.model_dump(mode="json")
-            s.add(d)
-            s.add(ExplanationRow(decision_id=d.decision_id, top_family=expl.top_family, status=expl.status,
-                                 contributions=[float(v) for v in phi[k]], body=body))
+            new_decisions.append({c: getattr(d, c) for c in _DECISION_COLUMNS})
+            new_explanations.append({"decision_id": d.decision_id, "top_family": expl.top_family, "status": expl.status,
+                                     "contributions": phi[k].tolist(), "body": body})
             rec = decision_record(d)
             audit.append(("decision", d.decision_id, {"decision": rec, "event_hash": h,
                                                        "explanation_hash": _hash_json(body)}, self.clock()))
             out[i] = ScoreResult(rec, body, created=True)
+        # One multi-row INSERT per table (executemany), not the ORM unit of work per object.
+        s.execute(insert(DecisionRow), new_decisions)
+        s.execute(insert(ExplanationRow), new_explanations)
         now_ms = int(self.clock().timestamp() * 1000)
         for u, p in profiles.items():
             if u in prof_rows:
