@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from risk.audit import Ledger
@@ -29,6 +30,7 @@ from risk.store.policies import effective_policy, version_mark
 from risk.store.schema import CounterRow, DecisionRow, ExplanationRow, ProfileRow, SessionRow
 
 Progress = Callable[[int], None]
+_RACE_RETRIES = 3  # a chunk that lost an insert race with another process is decided again
 _DECISION_COLUMNS = tuple(c.key for c in DecisionRow.__table__.columns)  # the row as a dict, for the bulk INSERT
 
 # Where the policy corpus says a revoked session denies every later event.
@@ -152,6 +154,18 @@ class DecisionEngine:
     # ------------------------------------------------------------------ internals
 
     def _chunk(self, items: list[tuple[int, Any]]) -> list[ScoreResult | Rejected]:
+        for attempt in range(_RACE_RETRIES):
+            try:
+                return self._chunk_once(items)
+            except IntegrityError:
+                # Another process committed one of these events (or a user's or session's first row) between
+                # our read and our write; the transaction rolled back whole, and a retry reads what it stored:
+                # the same event then gets that first decision (created=False), never a second one.
+                if attempt == _RACE_RETRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _chunk_once(self, items: list[tuple[int, Any]]) -> list[ScoreResult | Rejected]:
         results: dict[int, ScoreResult | Rejected] = {}
         with self.sessions.begin() as s:
             parsed: list[tuple[int, AccessEvent, str]] = []
