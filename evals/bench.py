@@ -30,6 +30,7 @@ from evals.bench_agent import bench_agent
 from evals.bench_api import bench_api
 from evals.bench_kernel import bench_kernel
 from evals.bench_reexplain import bench_reexplain
+from evals.bench_two import bench_two
 from knowledge import POLICY_DIR
 from risk.audit import Ledger
 from risk.counterfactual import find_counterfactuals
@@ -249,6 +250,11 @@ def main(argv: list[str] | None = None) -> None:
     reexplain = bench_reexplain(mode)
     log("the service over loopback (evals.bench_api)")
     api = bench_api(mode)
+    log("HTTP ingest on PostgreSQL, one process and two (evals.bench_two)")
+    try:
+        two = bench_two(mode)
+    except Exception as exc:  # noqa: BLE001 - PostgreSQL may be absent where make bench runs
+        two = {"skipped": f"{type(exc).__name__}: {exc}"}
     out = {"mode": mode, "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(),
                                      "platform": platform.platform(), "numpy": np.__version__,
                                      "sklearn": sklearn.__version__, "shap": shap.__version__,
@@ -257,7 +263,7 @@ def main(argv: list[str] | None = None) -> None:
                      "orders of magnitude, not SLOs. Latency parts are medians from a separate in-memory pass; "
                      "'rest' is the engine p50 minus those parts (DB, explanation assembly, audit), an estimate."),
            "score_explain_latency_ms": latency, "batch_explain": batch, "treeshap_kernel": kernel, "reexplain": reexplain, "replay_1m": rep, "synth_1m": syn,
-           "agent": agent, "api": api,
+           "agent": agent, "api": api, "api_postgresql_one_vs_two_processes": two,
            "total_seconds": round(time.perf_counter() - t0, 1)}
     print(json.dumps(out, indent=2))
 

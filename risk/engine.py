@@ -13,7 +13,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from risk import registry
@@ -30,6 +31,8 @@ from risk.store.policies import effective_policy, version_mark
 from risk.store.schema import CounterRow, DecisionRow, ExplanationRow, ProfileRow, SessionRow, ShadowScoreRow
 
 Progress = Callable[[int], None]
+_RACE_RETRIES = 3  # a chunk that lost an insert race with another process is decided again
+_DECISION_COLUMNS = tuple(c.key for c in DecisionRow.__table__.columns)  # the row as a dict, for the bulk INSERT
 
 # Where the policy corpus says a revoked session denies every later event.
 REVOCATION_CITE = ("POL-SES-006", "4-revoked-sessions")
@@ -208,6 +211,18 @@ class DecisionEngine:
     # ------------------------------------------------------------------ internals
 
     def _chunk(self, items: list[tuple[int, Any]]) -> list[ScoreResult | Rejected]:
+        for attempt in range(_RACE_RETRIES):
+            try:
+                return self._chunk_once(items)
+            except IntegrityError:
+                # Another process committed one of these events (or a user's or session's first row) between
+                # our read and our write; the transaction rolled back whole, and a retry reads what it stored:
+                # the same event then gets that first decision (created=False), never a second one.
+                if attempt == _RACE_RETRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _chunk_once(self, items: list[tuple[int, Any]]) -> list[ScoreResult | Rejected]:
         results: dict[int, ScoreResult | Rejected] = {}
         with self.sessions.begin() as s:
             parsed: list[tuple[int, AccessEvent, str]] = []
@@ -282,6 +297,8 @@ class DecisionEngine:
         out: dict[int, ScoreResult] = {}
         audit = []
         decided: list[tuple[str, PolicyDecision]] = []
+        new_decisions: list[dict[str, Any]] = []
+        new_explanations: list[dict[str, Any]] = []
         for k, (i, ev, h) in enumerate(fresh):
             x, risk = Xa[k], float(risks[k])
             ctx = context_for(ev)
@@ -315,15 +332,18 @@ class DecisionEngine:
                 + ov.extra_rules,
                 model_version=self.model.version, event=ev.canonical(), exception=ov.exception)
             body = expl.model_dump(mode="json")
-            s.add(d)
-            s.add(ExplanationRow(decision_id=d.decision_id, top_family=expl.top_family, status=expl.status,
-                                 contributions=[float(v) for v in phi[k]], body=body))
+            new_decisions.append({c: getattr(d, c) for c in _DECISION_COLUMNS})
+            new_explanations.append({"decision_id": d.decision_id, "top_family": expl.top_family, "status": expl.status,
+                                     "contributions": phi[k].tolist(), "body": body})
             decided.append((d.decision_id, pd_))
             rec = decision_record(d)
             audit.append(("decision", d.decision_id, {"decision": rec, "event_hash": h,
                                                        "explanation_hash": _hash_json(body)}, self.clock()))
             out[i] = ScoreResult(rec, body, created=True)
-        s.add_all(self._shadow_rows(Xa, decided))
+        # One multi-row INSERT per table (executemany), not the ORM unit of work per object.
+        s.execute(insert(DecisionRow), new_decisions)
+        s.execute(insert(ExplanationRow), new_explanations)
+        s.add_all(self._shadow_rows(Xa, decided))  # flushed after the decisions they refer to
         now_ms = int(self.clock().timestamp() * 1000)
         for u, p in profiles.items():
             if u in prof_rows:
