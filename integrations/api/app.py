@@ -17,6 +17,7 @@ from integrations.api.routes import agent, audit, decisions, events, health, pol
 from integrations.enrichment import start_enrichment_worker
 from integrations.principals import ConfigError, load_principals
 from integrations.runtime import Runtime
+from integrations.services.decisions import GroupCommit
 from integrations.services.deps import ServiceDeps
 from integrations.sweeper import ApprovedSweeper
 from integrations.witness import Checkpointer
@@ -40,7 +41,7 @@ def create_app(runtime: Runtime, *, start_worker: bool = True) -> FastAPI:
     app.state.tool_context = runtime.tool_context(with_index=False, with_model=False)
     app.state.write_lock = threading.Lock()
     app.state.services = ServiceDeps.from_runtime(runtime, write_lock=app.state.write_lock)
-    app.state.group_commit = events.GroupCommit(app.state.write_lock)
+    app.state.group_commit = GroupCommit(app.state.write_lock)
     app.state.checkpointer = None
     errors.install(app)
     metrics.install(app)
