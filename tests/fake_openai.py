@@ -62,6 +62,9 @@ class FakeOpenAI:
     requests: list[Request] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     base_url: str = ""
+    # a slow model on demand: while ``release`` is clear, each request sets ``held`` and waits for it
+    release: threading.Event = field(default_factory=lambda: _set(threading.Event()))
+    held: threading.Event = field(default_factory=threading.Event)
 
     def queue(self, *replies: Reply) -> None:
         with self.lock:
@@ -82,6 +85,11 @@ class FakeOpenAI:
             return self.script.popleft()
 
 
+def _set(e: threading.Event) -> threading.Event:
+    e.set()
+    return e
+
+
 def _handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
@@ -91,6 +99,9 @@ def _handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             except json.JSONDecodeError:
                 body = {"_unparseable": raw.decode("utf-8", "replace")}
             headers = {k.lower(): v for k, v in self.headers.items()}
+            if not fake.release.is_set():
+                fake.held.set()
+                fake.release.wait(timeout=120)
             reply = fake._next(Request(path=self.path, headers=headers, body=body))
             out = json.dumps(reply.body).encode()
             self.send_response(reply.status)
