@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
@@ -34,6 +35,15 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def private_file(path: Path) -> Path:
+    """Create ``path`` readable and writable by its owner only (0600) if it does not exist yet; SQLite gives
+    its -wal and -shm files the database file's mode."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    return path
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -48,6 +58,8 @@ class Runtime:
     def db(self) -> Engine:
         if self.settings.db_url.startswith("sqlite"):
             self.settings.home.mkdir(parents=True, exist_ok=True)
+            if self.settings.database_url is None:
+                private_file(self.settings.home / "glassgate.db")
         engine = make_engine(self.settings.db_url)
         upgrade(engine)
         return engine
@@ -155,7 +167,7 @@ class Runtime:
             from langgraph.checkpoint.sqlite import SqliteSaver
 
             self.settings.home.mkdir(parents=True, exist_ok=True)
-            saver = SqliteSaver(sqlite3.connect(self.settings.checkpoint_path, check_same_thread=False))
+            saver = SqliteSaver(sqlite3.connect(private_file(self.settings.checkpoint_path), check_same_thread=False))
         saver.setup()
         return saver
 

@@ -4,6 +4,7 @@ cut off, and the periodic audit checkpoint)."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,6 +23,8 @@ from integrations.services.deps import ServiceDeps
 from integrations.sweeper import ApprovedSweeper
 from integrations.witness import Checkpointer
 
+log = logging.getLogger("glassgate.app")
+
 
 def create_app(runtime: Runtime, *, start_worker: bool = True) -> FastAPI:
     """Build the service. Principals and their token hashes are read from the configuration file now
@@ -34,6 +37,10 @@ def create_app(runtime: Runtime, *, start_worker: bool = True) -> FastAPI:
     problems = runtime.settings.channel_problems()
     if problems:
         raise ConfigError("refusing to start: " + "; ".join(problems))
+    if runtime.settings.now is not None:
+        log.warning("GLASSGATE_NOW fixes the clock at %s (allowed by GLASSGATE_ALLOW_FIXED_CLOCK): proposals "
+                    "will not expire and decisions carry that time; never do this in production",
+                    runtime.settings.now.isoformat())
     app = FastAPI(title="glassgate", version="0.1.0", openapi_url="/openapi.json", lifespan=_lifespan(start_worker),
                   description="Explainable Zero Trust access decisions. Errors are RFC 9457 problem documents.")
     app.state.runtime = runtime
