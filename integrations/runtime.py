@@ -98,8 +98,10 @@ class Runtime:
     @cached_property
     def engine(self) -> DecisionEngine:
         model = self.model  # first: a missing model must fail before any state is created
+        from integrations.resources import load_catalog
+
         return DecisionEngine(sessions=self.sessions, model=model, policy=self.policy, ledger=self.ledger,
-                              clock=self.clock)  # type: ignore[arg-type]
+                              clock=self.clock, catalog=load_catalog(self.settings.resources_path))  # type: ignore[arg-type]
 
 
     # ------------------------------------------------------------------ the agent
