@@ -180,10 +180,11 @@ def _seed_verdicts(rt: Runtime, later: Any, seed: int) -> None:
             else:
                 continue
             did = decision_id_for(r.event_id)
-            add_verdict(s, decision_id=did, verdict=verdict, analyst="demo-analyst", attack_type=attack,
+            analyst = ("ana", "sam")[len(entries) % 2]  # the demo's two analysts (tuning needs two people)
+            add_verdict(s, decision_id=did, verdict=verdict, analyst=analyst, attack_type=attack,
                         at=now.strftime("%Y-%m-%dT%H:%M:%SZ"))
             entries.append((AuditKind.VERDICT, did, {"decision_id": did, "verdict": verdict, "attack_type": attack,
-                                                     "analyst": "demo-analyst"}, now))
+                                                     "analyst": analyst}, now))
         rt.ledger.append_many(s, entries)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
@@ -35,6 +36,15 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def private_file(path: Path) -> Path:
+    """Create ``path`` readable and writable by its owner only (0600) if it does not exist yet; SQLite gives
+    its -wal and -shm files the database file's mode."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    return path
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -49,6 +59,8 @@ class Runtime:
     def db(self) -> Engine:
         if self.settings.db_url.startswith("sqlite"):
             self.settings.home.mkdir(parents=True, exist_ok=True)
+            if self.settings.database_url is None:
+                private_file(self.settings.home / "glassgate.db")
         engine = make_engine(self.settings.db_url)
         upgrade(engine)
         return engine
@@ -103,8 +115,11 @@ class Runtime:
     @cached_property
     def engine(self) -> DecisionEngine:
         model = self.model  # first: a missing model must fail before any state is created
+        from integrations.resources import load_catalog
+
         return DecisionEngine(sessions=self.sessions, model=model, policy=self.policy, ledger=self.ledger,
-                              clock=self.clock, model_loader=self.load_model_version)  # type: ignore[arg-type]
+                              clock=self.clock, model_loader=self.load_model_version,  # type: ignore[arg-type]
+                              catalog=load_catalog(self.settings.resources_path))
 
     def load_model_version(self, version: str) -> RiskModel:
         """One saved version from the models directory (the store's registry names which is live)."""
@@ -181,7 +196,7 @@ class Runtime:
             from langgraph.checkpoint.sqlite import SqliteSaver
 
             self.settings.home.mkdir(parents=True, exist_ok=True)
-            saver = SqliteSaver(sqlite3.connect(self.settings.checkpoint_path, check_same_thread=False))
+            saver = SqliteSaver(sqlite3.connect(private_file(self.settings.checkpoint_path), check_same_thread=False))
         saver.setup()
         return saver
 

@@ -195,8 +195,17 @@ class Settings(BaseSettings):
                 if not sec.startswith("whsec_") or is_placeholder(sec.removeprefix("whsec_")):
                     problems.append(f"GLASSGATE_WEBHOOK_SECRETS item {i + 1} ({_shown(sec)}) is not a whsec_ "
                                     "secret with a real base64 key")
+                elif (n := _key_bytes(sec.removeprefix("whsec_"))) is not None and n < MIN_WEBHOOK_KEY_BYTES:
+                    problems.append(f"GLASSGATE_WEBHOOK_SECRETS item {i + 1} has a {n}-byte key; at least "
+                                    f"{MIN_WEBHOOK_KEY_BYTES} random bytes are required")
         if self.jira_webhook_secret is not None:
             check("GLASSGATE_JIRA_WEBHOOK_SECRET", self.jira_webhook_secret)
+            if not is_placeholder(self.jira_webhook_secret) and len(self.jira_webhook_secret) < MIN_JIRA_SECRET_CHARS:
+                problems.append(f"GLASSGATE_JIRA_WEBHOOK_SECRET is {len(self.jira_webhook_secret)} characters; at "
+                                f"least {MIN_JIRA_SECRET_CHARS} are required")
+        if self.now is not None and not self.allow_fixed_clock:
+            problems.append("GLASSGATE_NOW fixes the service's clock (approvals would never expire); it is for "
+                            "tests and demos only: unset it, or set GLASSGATE_ALLOW_FIXED_CLOCK=1 to accept that")
         if self.slack_enabled:
             check("SLACK_SIGNING_SECRET", self.slack_signing_secret)
             check("SLACK_BOT_TOKEN", self.slack_bot_token)
@@ -291,6 +300,21 @@ class Settings(BaseSettings):
     def ingest_secret_list(self) -> list[str]:
         raw = self.ingest_webhook_secrets if self.ingest_webhook_secrets is not None else self.webhook_secrets
         return [x.strip() for x in (raw or "").split(",") if x.strip()]
+
+
+MIN_WEBHOOK_KEY_BYTES = 24  # Standard Webhooks: secrets of 24 to 64 random bytes
+MIN_JIRA_SECRET_CHARS = 32
+
+
+def _key_bytes(b64: str) -> int | None:
+    """The length of a base64 key in bytes, or None when it is not base64 (refused elsewhere, by name)."""
+    import base64
+    import binascii
+
+    try:
+        return len(base64.b64decode(b64, validate=True))
+    except (binascii.Error, ValueError):
+        return None
 
 
 def load_settings() -> Settings:

@@ -94,6 +94,8 @@ def verify_standard(headers: Mapping[str, str], body: bytes, *, secrets: Sequenc
     msg_id, ts_raw, sig_header = h["webhook-id"], h["webhook-timestamp"].strip(), h["webhook-signature"]
     if not ts_raw.isascii() or not ts_raw.isdigit():
         raise Unauthenticated("webhook-timestamp must be whole seconds since the Unix epoch")
+    if len(ts_raw) > 12:  # bounded before any arithmetic: a 5,000-digit number must not reach int()
+        raise Unauthenticated("webhook-timestamp is not a plausible Unix time (more than 12 digits)")
     ts = int(ts_raw)
     if ts < now_s - tolerance_s:
         raise Unauthenticated(f"webhook-timestamp is more than {tolerance_s} s in the past; the delivery is stale")
@@ -129,8 +131,10 @@ def sign_jira(secret: str, body: bytes) -> str:
 
 
 def verify_jira(headers: Mapping[str, str], body: bytes, *, secret: str | None) -> str:
-    """Check Jira's ``X-Hub-Signature``; return the delivery id (``X-Atlassian-Webhook-Identifier``, or
-    ``sha256:<hex of the body>`` when Jira sent none, so a byte-identical retry is still the same delivery).
+    """Check Jira's ``X-Hub-Signature``; return the delivery id: ``sha256:<hex of the body>``. The
+    ``X-Atlassian-Webhook-Identifier`` header is not covered by the signature, so anyone replaying a signed
+    body can change it: it is never the delivery's identity (the signed body, its issue key and event time
+    are; see ``integrations.services.tickets``).
 
     Raises:
         Unauthenticated: no Jira secret configured, the header missing or malformed, or a wrong HMAC.
@@ -147,10 +151,7 @@ def verify_jira(headers: Mapping[str, str], body: bytes, *, secret: str | None) 
     expected = hmac.new(secret.encode(), body, hashlib.sha256).digest()
     if not hmac.compare_digest(expected, bytes.fromhex(hexdigest)):
         raise Unauthenticated("X-Hub-Signature does not match the configured Jira secret")
-    ident = h.get("x-atlassian-webhook-identifier", "").strip()
-    if len(ident) > MAX_DELIVERY_ID:
-        raise Unauthenticated(f"X-Atlassian-Webhook-Identifier is longer than {MAX_DELIVERY_ID} characters")
-    return ident or "sha256:" + hashlib.sha256(body).hexdigest()
+    return "sha256:" + hashlib.sha256(body).hexdigest()
 
 
 def scheme_of(headers: Mapping[str, str]) -> SignatureScheme | None:

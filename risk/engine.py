@@ -21,11 +21,12 @@ from risk import registry
 from risk.audit import Ledger
 from risk.catalog import FEATURE_NAMES
 from risk.counterfactual import find_counterfactuals
-from risk.events import AccessEvent, EventValidationError, FieldError, parse_event
+from risk.events import AccessEvent, EventValidationError, FieldError, ResourceKind, Sensitivity, parse_event
 from risk.explain import Counterfactual, DecidedKind, TreeShap, build_explanation, quality_notes, top_families
 from risk.features import MIN_BASELINE_EVENTS, SessionState, UserProfile, event_row, featurize_online
 from risk.model import RiskModel
 from risk.policy import OUTCOME_RANK, Outcome, PolicyDecision, PolicySet, outcome_for
+from risk.resources import ResourceCatalog
 from risk.store.control import ExceptionRow, RevocationRow
 from risk.store.policies import effective_policy, version_mark
 from risk.store.schema import CounterRow, DecisionRow, ExplanationRow, ProfileRow, SessionRow, ShadowScoreRow
@@ -133,8 +134,10 @@ class DecisionEngine:
     # version -> model (the files under the models directory); with it the engine follows the store's
     # registry: a promotion by any process is decided by from the next chunk, a shadow candidate scored beside
     model_loader: Callable[[str], RiskModel] | None = None
+    catalog: ResourceCatalog | None = None  # known resources: their catalogued tier wins over the event's claim
 
     def __post_init__(self) -> None:
+        self._tier_notes: dict[str, str] = {}
         self.shap = TreeShap(self.model)
         self._base_policy = self.policy
         self._policy_mark = 0
@@ -210,6 +213,17 @@ class DecisionEngine:
 
     # ------------------------------------------------------------------ internals
 
+    def _catalogued(self, ev: AccessEvent) -> AccessEvent:
+        """The event with the catalogue's kind and tier for a known resource (the caller's claim is noted)."""
+        known = self.catalog.get(ev.resource.id) if self.catalog is not None else None
+        if known is None or (known.tier, known.kind) == (ev.resource.sensitivity.value, ev.resource.kind.value):
+            return ev
+        self._tier_notes[ev.event_id] = (
+            f"resource {ev.resource.id} was sent as {ev.resource.kind.value}/{ev.resource.sensitivity.value}; the "
+            f"resource catalogue lists it as {known.kind}/{known.tier}, which is what it was decided at")
+        fixed = ev.resource.model_copy(update={"sensitivity": Sensitivity(known.tier), "kind": ResourceKind(known.kind)})
+        return ev.model_copy(update={"resource": fixed})
+
     def _chunk(self, items: list[tuple[int, Any]]) -> list[ScoreResult | Rejected]:
         for attempt in range(_RACE_RETRIES):
             try:
@@ -232,7 +246,7 @@ class DecisionEngine:
                 except EventValidationError as exc:
                     results[i] = Rejected(i, exc)
                     continue
-                parsed.append((i, ev, ev.content_hash()))
+                parsed.append((i, self._catalogued(ev), ev.content_hash()))
             existing = self._existing(s, {ev.event_id for _, ev, _ in parsed})
             fresh: list[tuple[int, AccessEvent, str]] = []
             seen_in_chunk: dict[str, str] = {}
@@ -318,7 +332,8 @@ class DecisionEngine:
                                      decided_by=decided_by, decided_kind=decided_kind,
                                      crossed=crossed_lines(risk, pd_) + ov.crossed, counterfactuals=cfs,
                                      counterfactual_note=cf_note,
-                                     notes=quality_notes(x, self.model, priors[k], MIN_BASELINE_EVENTS))
+                                     notes=quality_notes(x, self.model, priors[k], MIN_BASELINE_EVENTS)
+                                     + ([self._tier_notes.pop(ev.event_id)] if ev.event_id in self._tier_notes else []))
             d = DecisionRow(
                 decision_id=decision_id_for(ev.event_id), event_id=ev.event_id, event_hash=h, session_id=ev.session_id,
                 user_id=ev.user.id, resource_id=ev.resource.id, resource_kind=ev.resource.kind.value,

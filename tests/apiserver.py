@@ -71,8 +71,10 @@ class Home:
     settings_overrides: dict[str, Any] = field(default_factory=dict)
 
     def settings(self, **overrides: Any) -> Settings:
-        return Settings(home=self.home, config=self.config, database_url=None,
-                        **{**self.settings_overrides, **overrides})
+        merged = {**self.settings_overrides, **overrides}
+        if merged.get("now") is not None:
+            merged.setdefault("allow_fixed_clock", True)  # a test's fixed clock, allowed explicitly
+        return Settings(home=self.home, config=self.config, database_url=None, **merged)
 
     def runtime(self, **overrides: Any) -> Runtime:
         return Runtime(self.settings(**overrides))

@@ -81,6 +81,9 @@ class FakeOpenAI:
     lock: threading.Lock = field(default_factory=threading.Lock)
     base_url: str = ""
     stopping: threading.Event = field(default_factory=threading.Event)
+    # a slow model on demand: while ``release`` is clear, each request sets ``held`` and waits for it
+    release: threading.Event = field(default_factory=lambda: _set(threading.Event()))
+    held: threading.Event = field(default_factory=threading.Event)
 
     def queue(self, *replies: Reply) -> None:
         with self.lock:
@@ -99,6 +102,11 @@ class FakeOpenAI:
             if not self.script:
                 return Reply(500, {"error": {"message": "script exhausted", "type": "server_error"}})
             return self.script.popleft()
+
+
+def _set(e: threading.Event) -> threading.Event:
+    e.set()
+    return e
 
 
 def _handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
@@ -120,6 +128,9 @@ def _handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             except json.JSONDecodeError:
                 body = {"_unparseable": raw.decode("utf-8", "replace")}
             headers = {k.lower(): v for k, v in self.headers.items()}
+            if not fake.release.is_set():
+                fake.held.set()
+                fake.release.wait(timeout=120)
             reply = fake._next(Request(path=self.path, headers=headers, body=body))
             if reply.delay:
                 fake.stopping.wait(reply.delay)

@@ -618,3 +618,11 @@ def test_an_expired_proposal_can_no_longer_be_approved(env):
         assert c.get(f"/v1/proposals/{pid}").json()["status"] == "expired"
     assert env.api.sql("SELECT count(*) FROM approvals WHERE proposal_id = :p", p=pid) == [(0,)]
     assert env.api.sql("SELECT count(*) FROM executions WHERE proposal_id = :p", p=pid) == [(0,)]
+
+
+def test_the_audit_link_never_reflects_the_host_header(env):
+    with env.api.client("admin") as c:
+        r = c.get("/v1/audit", params={"limit": 1}, headers={"Host": "evil.example"})
+    assert r.status_code == 200 and "x-next-after-seq" in r.headers
+    link = r.headers["link"]
+    assert "evil.example" not in link and link.startswith("</v1/audit?after_seq=")

@@ -612,3 +612,11 @@ def test_demo_refuses_a_home_it_did_not_create(tmp_path, monkeypatch):
     assert "did not create" in _flat(res.stderr)
     assert db.is_file() and db.stat().st_size == 0
     assert sorted(p.name for p in home.iterdir()) == ["glassgate.db"]
+
+
+def test_state_files_are_the_owners_alone(scored, home):
+    for name in ("glassgate.db", "glassgate.db-wal"):
+        path = home / name
+        if path.exists():
+            assert oct(path.stat().st_mode & 0o777) == "0o600", name
+    assert oct((home / "glassgate.db").stat().st_mode & 0o777) == "0o600"

@@ -160,3 +160,47 @@ def test_the_fuzzed_document_covers_every_route(authed_schema: schemathesis.Base
                 for m in r.methods}
     assert documented == declared
     assert ("POST", "/v1/webhooks/tickets") in documented and PUBLIC_PATHS <= {p for _, p in documented}
+
+
+# ----------------------------------------------------------------------------- the corpus of known 500s
+
+def _cursor(raw: str) -> str:
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+# Each once gave a 500 (issue #9, finding 7); each must stay a 4xx problem document, storing nothing.
+KNOWN_BAD = [
+    ("POST", "/v1/events", b"[" * 200_000, {}, 400),
+    ("POST", "/v1/events", b'{"event_id": ' + b"7" * 5000 + b"}", {}, 400),
+    ("POST", "/v1/events:batch", b'{"events": [' + b"[" * 100 + b"]" * 100 + b"]}", {}, 400),
+    ("GET", "/v1/decisions?cursor=" + _cursor('{"u": 1e20, "k": 0}'), b"", {}, 422),
+    ("GET", "/v1/decisions?cursor=" + _cursor('{"u": 100000000000000000000, "k": 0}'), b"", {}, 422),
+    ("GET", "/v1/decisions?cursor=" + _cursor('{"u": true, "k": 0}'), b"", {}, 422),
+    ("GET", "/v1/decisions?cursor=" + _cursor('{"u": ' + "9" * 5000 + ', "k": 0}'), b"", {}, 422),
+    ("POST", "/v1/webhooks/tickets", b'{"ticket": {}}',
+     {"webhook-id": "msg_1", "webhook-timestamp": "9" * 5000, "webhook-signature": "v1,AAAA"}, 401),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "headers", "status"), KNOWN_BAD,
+                         ids=["deep-nesting", "huge-integer", "deep-batch-item", "cursor-float", "cursor-huge",
+                              "cursor-bool", "cursor-5000-digits", "webhook-timestamp-5000-digits"])
+def test_known_bad_inputs_are_4xx_problems(target: Target, method: str, path: str, body: bytes,
+                                           headers: dict[str, str], status: int,
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    client = TestClient(target.app, raise_server_exceptions=False)
+    auth = {} if path.startswith("/v1/webhooks") else {"Authorization": f"Bearer {target.token}"}
+    r = client.request(method, path, content=body or None,
+                       headers={"content-type": "application/json", **auth, **headers})
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/problem+json") and r.json()["status"] == status
+    assert not [x for x in caplog.records if x.levelname in ("ERROR", "CRITICAL") or x.exc_info], \
+        "a refusal is not an error: no traceback logged"
+
+
+def test_a_tuning_question_about_a_scope_without_thresholds_is_answered(target: Target) -> None:
+    r = TestClient(target.app, raise_server_exceptions=False).post(
+        "/v1/ask", json={"question": "are saas step-ups too strict?"},
+        headers={"Authorization": f"Bearer {target.token}"})
+    assert r.status_code == 200, r.text
+    assert r.json()["intent"] == "tuning" and r.json()["proposal"] is None and "kind:saas" in r.json()["answer"]

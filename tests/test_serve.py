@@ -58,12 +58,13 @@ def test_serve_refuses_a_port_in_use(home, tmp_path):
 
 
 def test_channel_problems_accept_real_secrets_and_name_every_bad_one(tmp_path):
-    good = Settings(home=tmp_path, webhook_secrets="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw,whsec_c2Vjb25kLXNlY3JldC0x",
-                    jira_webhook_secret="j1r4-w3bh00k-s3cr3t-value", slack_signing_secret="8f742231b10e8888abcd99yyyzzz85a5",
+    good = Settings(home=tmp_path, webhook_secrets="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw,whsec_c2Vjb25kLXNlY3JldC0xMjM0NTY3ODkwYWI=",
+                    jira_webhook_secret="j1r4-w3bh00k-s3cr3t-value-0123456789", slack_signing_secret="8f742231b10e8888abcd99yyyzzz85a5",
                     slack_bot_token="xoxb-17653672481-19874698323-pdFZKVeTuE8sk7oOcBrzbqgy",
                     jira_url="https://acme.atlassian.net", jira_email="soc@acme.example", jira_api_token="ATATT3xFfGF0abc")
     assert good.channel_problems() == []
-    assert good.webhook_secret_list == ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whsec_c2Vjb25kLXNlY3JldC0x"]
+    assert good.webhook_secret_list == ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                                        "whsec_c2Vjb25kLXNlY3JldC0xMjM0NTY3ODkwYWI="]
     assert Settings(home=tmp_path).channel_problems() == []  # nothing switched on, nothing to refuse
     for kwargs, named in (({"slack_signing_secret": "0123456789abcdef0123456789abcdef"}, "SLACK_BOT_TOKEN is not set"),
                           ({"webhook_secrets": ""}, "GLASSGATE_WEBHOOK_SECRETS is set but empty"),
@@ -78,3 +79,13 @@ def test_channel_problems_accept_real_secrets_and_name_every_bad_one(tmp_path):
                   "GLASSGATE_JIRA_API_TOKEN"):
         assert named in problems
     assert "SLACK_BOT_TOKEN" not in problems
+
+
+def test_weak_secrets_and_a_fixed_clock_are_refused_naming_the_variable(tmp_path):
+    weak = Settings(home=tmp_path, webhook_secrets="whsec_AAAA", jira_webhook_secret="a")
+    problems = " | ".join(weak.channel_problems())
+    assert "GLASSGATE_WEBHOOK_SECRETS item 1 has a 3-byte key" in problems
+    assert "GLASSGATE_JIRA_WEBHOOK_SECRET is 1 characters; at least 32" in problems
+    fixed = Settings(home=tmp_path, now="2026-11-29T10:00:00Z")
+    assert any("GLASSGATE_NOW" in p and "GLASSGATE_ALLOW_FIXED_CLOCK" in p for p in fixed.channel_problems())
+    assert Settings(home=tmp_path, now="2026-11-29T10:00:00Z", allow_fixed_clock=True).channel_problems() == []

@@ -106,3 +106,25 @@ def test_a_scope_without_thresholds_is_an_answer_not_a_crash(world):
                          {"configurable": {"thread_id": "saas"}})
     assert state["evidence"]["intent"] == "tuning" and state.get("proposal") is None
     assert "kind:saas" in state["evidence"]["note"] and state["verification"]["verified"]
+
+
+def test_an_unmapped_asker_can_ask_but_not_originate(world):
+    """A chat user mapped to no principal gets the analysis, never a drafted proposal in their name."""
+    from agent.approval import Principal
+    from integrations.services.ask import ask
+    from integrations.services.deps import ServiceDeps
+    from integrations.settings import Settings
+
+    _label(world, ["ana", "sam"])
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    d = world["deps"]
+    graph = build_graph(d, checkpointer=InMemorySaver())
+    tier = world["scope"].split(":")[1]
+    svc = ServiceDeps(settings=Settings(), sessions=world["sessions"], ledger=d.ledger, clock=d.clock,
+                      policy=d.tools.policy, rules=d.rules, principals={"bob": Principal("bob", frozenset())},
+                      tools=d.tools, engine=lambda: None, agent=lambda: d, graph=lambda: graph)
+    out = ask(deps=svc, question=f"are {tier}-tier step-ups too strict this month?", asked_by="slack:UNOBODY1")
+    assert out["intent"] == "tuning" and out["proposal"] is None
+    out = ask(deps=svc, question=f"are {tier}-tier step-ups too strict this month?", asked_by="bob")
+    assert out["proposal"] is not None and out["proposal"]["requested_by"] == "bob"

@@ -112,9 +112,9 @@ def _generic(ticket_id: str, **fields: Any) -> bytes:
                                   "fields": fields}}).encode()
 
 
-def _jira_body(key: str, description: Any) -> bytes:
+def _jira_body(key: str, description: Any, *, ts_ms: int | None = None) -> bytes:
     return json.dumps({
-        "timestamp": 1764412320000, "webhookEvent": "jira:issue_created", "issue_event_type_name": "issue_created",
+        "timestamp": ts_ms if ts_ms is not None else time.time_ns() // 1_000_000, "webhookEvent": "jira:issue_created", "issue_event_type_name": "issue_created",
         "user": {"accountId": "557058:f58131cb", "displayName": "Ana"},
         "issue": {"id": "10042", "self": "https://example.atlassian.net/rest/api/3/issue/10042", "key": key,
                   "fields": {"summary": "Blocked from the payroll database", "description": description,
@@ -214,10 +214,11 @@ def test_jira_signature():
     secret, body = "s3cr3t-jira-webhook", b'{"webhookEvent": "jira:issue_created"}'
     sig = sign_jira(secret, body)
     assert sig == "sha256=" + hmac.new(secret.encode(), body, "sha256").hexdigest()
-    assert verify_jira({"X-Hub-Signature": sig, "X-Atlassian-Webhook-Identifier": "d-1"}, body, secret=secret) == "d-1"
-    # no delivery header: the body's hash is the delivery id, so a byte-identical retry is the same delivery
+    # the identifier header is not signed: the signed body's hash is the delivery id, whatever it says
+    by_body = "sha256:" + hashlib.sha256(body).hexdigest()
+    assert verify_jira({"X-Hub-Signature": sig, "X-Atlassian-Webhook-Identifier": "d-1"}, body, secret=secret) == by_body
     fallback = verify_jira({"x-hub-signature": sig.upper().replace("SHA256=", "sha256=")}, body, secret=secret)
-    assert fallback == "sha256:" + hashlib.sha256(body).hexdigest()
+    assert fallback == by_body
     for headers, why in (({}, "missing"), ({"X-Hub-Signature": "sha1=" + "0" * 40}, "sha256="),
                          ({"X-Hub-Signature": "sha256=xyz"}, "sha256="),
                          ({"X-Hub-Signature": sign_jira("another", body)}, "does not match")):
@@ -246,6 +247,7 @@ def test_unauthenticated_deliveries_are_401_and_store_nothing(world):
         ({k: v for k, v in _std_headers(w.new_secret, body).items() if k != "webhook-timestamp"}, body,
          "webhook-timestamp"),
         ({**_std_headers(w.new_secret, body), "webhook-timestamp": "soon"}, body, "whole seconds"),
+        ({**_std_headers(w.new_secret, body), "webhook-timestamp": "9" * 5000}, body, "plausible Unix time"),
         (_std_headers(w.new_secret, body), body.replace(b"REF-1", b"REF-2"), "no webhook-signature matches"),
         (_jira_headers("not-the-jira-secret", body, ident="x1"), body, "does not match"),
         (_jira_headers(w.jira_secret, body, ident="x2"), body + b"\n", "does not match"),
@@ -463,10 +465,31 @@ def test_jira_delivery_posts_one_adf_comment(world, fake_jira):
     assert post.headers["content-type"].startswith("application/json")
     assert adf_problems(post.body) == []
     words = json.dumps(post.body)
-    assert d["decision_id"] in words and "glassgate delivery jira-delivery-77" in words
+    assert d["decision_id"] in words and f"glassgate delivery sha256:{hashlib.sha256(body).hexdigest()}" in words
     assert got["posted_to"] == "jira" and got["source"] == "jira" and got["decision_ids"] == [d["decision_id"]]
     assert got["external_ref"] == fj.comments["SEC-77"][0]["id"]
     assert [x.method for x in fj.requests] == ["POST"]  # a first attempt does not search for earlier comments
+
+
+def test_one_signed_jira_body_under_four_identifiers_makes_one_enrichment(world):
+    """The identifier header is not signed: whoever holds one signed delivery can resend it under any id."""
+    w = world
+    body = _jira_body("SEC-90", f"request {w.decisions[2]['event_id']} refused")
+    app = create_app(w.runtime())
+    with serving(app) as base, httpx.Client(base_url=base, timeout=30) as c:
+        got = [c.post("/v1/webhooks/tickets", content=body, headers=_jira_headers(w.jira_secret, body, ident=i)).json()
+               for i in ("a-1", "b-2", "c-3", "d-4")]
+        assert len({g["job_id"] for g in got}) == 1 and [g["duplicate"] for g in got] == [False, True, True, True]
+        # the same issue and event time in a re-serialised (so differently signed) body: the same delivery
+        same_event = json.dumps(json.loads(body), indent=1).encode()
+        r = c.post("/v1/webhooks/tickets", content=same_event, headers=_jira_headers(w.jira_secret, same_event))
+        assert r.status_code == 202 and r.json()["job_id"] == got[0]["job_id"] and r.json()["duplicate"] is True
+        # an event older than the retention window is refused, so a replay never outlives its records
+        old = _jira_body("SEC-91", "x", ts_ms=time.time_ns() // 1_000_000 - 8 * 86_400_000)
+        p = _problem(c.post("/v1/webhooks/tickets", content=old, headers=_jira_headers(w.jira_secret, old)), 401)
+        assert "retention window" in p["detail"]
+        wait_for(lambda: _enriched(w, base, "SEC-90"), what="the one enrichment of SEC-90")
+    assert w.sql("SELECT count(*) FROM jobs WHERE key LIKE 'jira:%' AND payload LIKE '%SEC-90%'") == [(1,)]
 
 
 def test_jira_post_whose_answer_was_lost_is_not_posted_twice(world, fake_jira):

@@ -4,6 +4,7 @@ cut off, and the periodic audit checkpoint)."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,10 +19,13 @@ from integrations.enrichment import start_enrichment_worker
 from integrations.iam import expiry as iam_expiry
 from integrations.principals import ConfigError, load_principals
 from integrations.runtime import Runtime
+from integrations.services.decisions import GroupCommit
 from integrations.services.deps import ServiceDeps
 from integrations.sweeper import ApprovedSweeper
 from integrations.ui import install as install_ui
 from integrations.witness import Checkpointer
+
+log = logging.getLogger("glassgate.app")
 
 
 def create_app(runtime: Runtime, *, start_worker: bool = True) -> FastAPI:
@@ -35,6 +39,10 @@ def create_app(runtime: Runtime, *, start_worker: bool = True) -> FastAPI:
     problems = runtime.settings.channel_problems()
     if problems:
         raise ConfigError("refusing to start: " + "; ".join(problems))
+    if runtime.settings.now is not None:
+        log.warning("GLASSGATE_NOW fixes the clock at %s (allowed by GLASSGATE_ALLOW_FIXED_CLOCK): proposals "
+                    "will not expire and decisions carry that time; never do this in production",
+                    runtime.settings.now.isoformat())
     app = FastAPI(title="glassgate", version="0.1.0", openapi_url="/openapi.json", lifespan=_lifespan(start_worker),
                   description="Explainable Zero Trust access decisions. Errors are RFC 9457 problem documents.")
     app.state.runtime = runtime
@@ -42,7 +50,7 @@ def create_app(runtime: Runtime, *, start_worker: bool = True) -> FastAPI:
     app.state.tool_context = runtime.tool_context(with_index=False, with_model=False)
     app.state.write_lock = threading.Lock()
     app.state.services = ServiceDeps.from_runtime(runtime, write_lock=app.state.write_lock)
-    app.state.group_commit = events.GroupCommit(app.state.write_lock)
+    app.state.group_commit = GroupCommit(app.state.write_lock)
     app.state.checkpointer = None
     errors.install(app)
     metrics.install(app)

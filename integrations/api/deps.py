@@ -13,6 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from agent.approval import Principal, Role
+from integrations import jsonbounds
 from integrations.api.errors import ProblemError
 from integrations.principals import principal_for_token
 from integrations.runtime import Runtime
@@ -116,7 +117,9 @@ def parse_json(data: bytes) -> Any:
     if not data.strip():
         raise ProblemError(400, "the body is empty; send a JSON object", slug="malformed-json", title="Malformed JSON")
     try:
-        return json.loads(data.decode("utf-8"))
+        return jsonbounds.loads(data)
+    except jsonbounds.JsonBoundsError as exc:
+        raise ProblemError(400, f"the body is refused: {exc}", slug="malformed-json", title="Malformed JSON") from None
     except UnicodeDecodeError as exc:
         raise ProblemError(400, f"the body is not UTF-8: invalid byte at offset {exc.start}", slug="malformed-json",
                            title="Malformed JSON") from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any, NoReturn
 
@@ -26,6 +27,8 @@ def _process_setup() -> None:
     # scikit-learn predicts with an OpenMP parallel section per tree; for one event at a time on a
     # shared machine the hand-offs cost far more than they save (p99 862 ms vs 18 ms in `make bench`).
     threadpool_limits(limits=1, user_api="openmp")
+    # State files (the database, checkpoints, the witness, principals, models) are the owner's alone.
+    os.umask(0o077)
 
 
 def _rt() -> Runtime:

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from integrations import render
+from integrations import jsonbounds, render
 from integrations.cli.base import _dump, _fail, _progress, _rt, app, audit_app, err
 from integrations.runtime import Runtime
 from risk.engine import Rejected
@@ -60,7 +60,9 @@ def _lines(source: str) -> Iterator[tuple[int, Any]]:
             if not line.strip():
                 continue
             try:
-                yield n, json.loads(line)
+                yield n, jsonbounds.loads(line)
+            except jsonbounds.JsonBoundsError as exc:
+                yield n, _BadJson(f"line is refused: {exc}")
             except json.JSONDecodeError as exc:
                 yield n, _BadJson(f"line is not JSON: {exc.msg} at column {exc.colno}")
 

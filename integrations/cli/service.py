@@ -67,7 +67,9 @@ def _serve(rt: Runtime, host: str, port: int) -> None:
     except (ModelNotFoundError, ConfigError, FailpointError) as exc:
         _fail(str(exc), 2)
     err.print(f"serving on http://{host}:{port} (OpenAPI at /openapi.json); Ctrl-C stops", highlight=False)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    from integrations.httpguard import protocol
+
+    uvicorn.run(app, host=host, port=port, log_level="warning", http=protocol(rt.settings.header_timeout_seconds))
 
 
 @app.command()

@@ -4,14 +4,13 @@
 from __future__ import annotations
 
 from typing import Annotated, Any
-from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from integrations.api.deps import Reader
 from integrations.api.errors import problem_responses
-from integrations.runtime import Runtime
+from integrations.services import audit as service
 from risk.audit import AuditEntryOut, VerifyReport
 
 router = APIRouter(tags=["audit"])
@@ -48,16 +47,12 @@ def export(
 ) -> Response:
     """Export the audit ledger as JSON lines, oldest first, a page at a time; each entry carries its
     ``prev_hash`` and ``leaf_hash`` so the chain can be checked outside glassgate."""
-    rt: Runtime = request.app.state.runtime
-    with rt.sessions() as s:
-        rows = rt.ledger.entries(s, after_seq=after_seq, limit=limit + 1)
-    page, more = rows[:limit], len(rows) > limit
+    got = service.export_page(deps=request.app.state.services, after_seq=after_seq, limit=limit)
     headers = {}
-    if more:
-        nxt = page[-1].seq
-        url = request.url.replace(query=urlencode({"after_seq": nxt, "limit": limit}))
-        headers = {NEXT_HEADER: str(nxt), "Link": f'<{url}>; rel="next"'}
-    body = "".join(_one_line(e.model_dump_json()) + "\n" for e in page)
+    if got.next_after_seq is not None:
+        # from the configured public base URL, never the Host header (which the client chooses)
+        headers = {NEXT_HEADER: str(got.next_after_seq), "Link": f'<{got.next_url}>; rel="next"'}
+    body = "".join(_one_line(e.model_dump_json()) + "\n" for e in got.entries)
     return Response(content=body, media_type=NDJSON, headers=headers)
 
 
@@ -66,6 +61,4 @@ def verify(request: Request, principal: Reader) -> VerifyReport:
     """Recompute every entry's leaf hash, the hash chain, the head row and the witness: ``ok`` with the
     size and Merkle root, or the first bad entry's ``first_bad_seq`` and the ``problem``. A failed
     verification is still a 200: the report is the answer."""
-    rt: Runtime = request.app.state.runtime
-    with rt.sessions() as s:
-        return rt.ledger.verify(s)
+    return service.verify(deps=request.app.state.services)

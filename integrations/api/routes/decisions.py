@@ -25,6 +25,7 @@ router = APIRouter(tags=["decisions"])
 MAX_PAGE = 100
 TOOL_MAX = 200  # find_decisions' own limit
 MAX_SKIP = TOOL_MAX - MAX_PAGE - 1  # decisions of one millisecond a cursor can step over
+MAX_CURSOR_MS = 253_402_300_799_000  # 9999-12-31T23:59:59Z, the last instant a datetime holds
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -64,9 +65,13 @@ def _encode_cursor(until_ms: int, skip: int) -> str:
 
 def _decode_cursor(cursor: str) -> tuple[int, int]:
     try:
+        if len(cursor) > 200:
+            raise ValueError
         raw = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         until_ms, skip = raw["u"], raw["k"]
-        if not (isinstance(until_ms, int) and isinstance(skip, int) and 0 <= skip <= MAX_SKIP):
+        # bounded before any arithmetic: an instant datetime can represent, a skip this API could issue
+        if not (type(until_ms) is int and type(skip) is int and 0 <= until_ms <= MAX_CURSOR_MS
+                and 0 <= skip <= MAX_SKIP):
             raise ValueError
         return until_ms, skip
     except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):

@@ -1,9 +1,8 @@
-"""POST /v1/events and /v1/events:batch: the `glassgate score` contract over HTTP."""
+"""POST /v1/events and /v1/events:batch: the `glassgate score` contract over HTTP, over
+``integrations.services.decisions.ingest`` (which shares an engine chunk between concurrent requests)."""
 
 from __future__ import annotations
 
-import threading
-from collections import Counter
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -11,7 +10,8 @@ from fastapi.responses import JSONResponse
 
 from integrations.api.deps import BatchBody, EventBody, Ingester
 from integrations.api.errors import FieldProblem, ProblemError, invalid, problem_responses, self_contained
-from risk.engine import DecisionEngine, IdempotencyConflict, Rejected, ScoreResult
+from integrations.services.decisions import ingest
+from risk.engine import IdempotencyConflict, Rejected, ScoreResult
 from risk.events import AccessEvent, EventValidationError
 
 router = APIRouter(tags=["events"])
@@ -31,72 +31,9 @@ _BATCH_BODY = {"requestBody": {"required": True, "description": f"Up to {MAX_BAT
                                                       "validated on its own (see results)."}}}}}}}}
 
 
-class GroupCommit:
-    """Concurrent requests share one engine chunk (one transaction, one batched explanation) instead of
-    queueing for the write lock one by one: each request adds its events to a pending list, then takes
-    the write lock; whoever holds it decides everything pending, in arrival order, and hands each request
-    its own results. Writes stay serial (SQLite has one writer; the engine allocates sequence numbers and
-    profile updates per chunk) and per-user order is arrival order, as before."""
-
-    MAX_EVENTS = 1000
-
-    def __init__(self, write_lock: threading.Lock):
-        self._write_lock = write_lock
-        self._mutex = threading.Lock()
-        self._pending: list[_Slot] = []
-        self.batches: Counter[int] = Counter()  # requests per shared chunk (for the record; tests read it)
-
-    def score(self, engine: DecisionEngine, raws: list[Any]) -> list[ScoreResult | Rejected]:
-        slot = _Slot(raws)
-        with self._mutex:
-            self._pending.append(slot)
-        with self._write_lock:
-            while not slot.done:
-                with self._mutex:
-                    batch: list[_Slot] = []
-                    size = 0
-                    while self._pending and (not batch or size + len(self._pending[0].raws) <= self.MAX_EVENTS):
-                        size += len(self._pending[0].raws)
-                        batch.append(self._pending.pop(0))
-                self.batches[len(batch)] += 1
-                try:
-                    self._decide(engine, batch)
-                except Exception as exc:  # noqa: BLE001 - isolate the request that broke the shared chunk
-                    if len(batch) == 1:
-                        batch[0].error, batch[0].done = exc, True
-                        continue
-                    # the chunk's transaction rolled back: decide each request alone, so one request's
-                    # failure is its own 500 and its neighbours are decided as if it had not been there
-                    for b in batch:
-                        try:
-                            self._decide(engine, [b])
-                        except Exception as one:  # noqa: BLE001
-                            b.error, b.done = one, True
-        if slot.error is not None:
-            raise slot.error
-        return slot.results
-
-    def _decide(self, engine: DecisionEngine, batch: list[_Slot]) -> None:
-        results = list(engine.score_many([r for b in batch for r in b.raws], chunk=self.MAX_EVENTS))
-        at = 0
-        for b in batch:
-            b.results, b.done = results[at: at + len(b.raws)], True
-            at += len(b.raws)
-
-
-class _Slot:
-    __slots__ = ("done", "error", "raws", "results")
-
-    def __init__(self, raws: list[Any]):
-        self.raws, self.done = raws, False
-        self.results: list[ScoreResult | Rejected] = []
-        self.error: BaseException | None = None
-
-
 def _score(request: Request, raws: list[Any]) -> list[ScoreResult | Rejected]:
     """Decide in order, sharing an engine chunk with concurrent requests (see GroupCommit)."""
-    group: GroupCommit = request.app.state.group_commit
-    return group.score(request.app.state.runtime.engine, raws)
+    return ingest(deps=request.app.state.services, group=request.app.state.group_commit, raws=raws)
 
 
 def _result(res: ScoreResult) -> dict[str, Any]:

@@ -1,6 +1,8 @@
 """Ticket webhooks: a signed ticket-created delivery is recorded and answered with 202 at once; the job
-worker enriches the ticket later. The delivery id is the idempotency key: a retried delivery answers with the
-same job and changes nothing. ``GET /v1/tickets/{id}/enrichment`` reads the result (readers only)."""
+worker enriches the ticket later. Recording is ``integrations.services.tickets.record_delivery``: a retried
+delivery (the same Standard Webhooks id; for Jira, the same signed body, or the same issue and event time)
+answers with the same job and changes nothing. ``GET /v1/tickets/{id}/enrichment`` reads the result
+(readers only)."""
 
 from __future__ import annotations
 
@@ -11,15 +13,13 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
-from integrations.api.deps import SMALL_MAX_BYTES, Reader, SessionDep, parse_json, read_limited
+from integrations.api.deps import SMALL_MAX_BYTES, Reader, parse_json, read_limited
 from integrations.api.errors import ProblemError, invalid, problem_responses, self_contained
-from integrations.enrichment import KIND
-from integrations.jobs import enqueue, wall_ms
+from integrations.jobs import wall_ms
 from integrations.principals import ConfigError
+from integrations.services import tickets as service
 from integrations.webhooks import (
     GenericDelivery,
     JiraDelivery,
@@ -32,7 +32,6 @@ from integrations.webhooks import (
     verify_standard,
     whsec_key,
 )
-from risk.store.service import DeliveryRow, EnrichmentRow, JobRow
 
 router = APIRouter(tags=["tickets"])
 
@@ -82,62 +81,46 @@ async def receive_ticket(request: Request) -> JSONResponse:
     except Unauthenticated as exc:
         raise _refuse(request, exc) from None
     try:
-        ticket = parse_ticket(parse_json(body))
+        raw = parse_json(body)
+        ticket = parse_ticket(raw)
     except ProblemError:
         _count(request, "invalid")
         raise
     except PayloadError as exc:
         _count(request, "invalid")
         raise invalid(exc.problems) from None
-
+    deps = request.app.state.services
+    try:
+        keys = service.delivery_keys(deps=deps, scheme=scheme, delivery_id=delivery_id, body=body, ticket=ticket,
+                                     raw=raw, now_ms=wall_ms())
+    except Unauthenticated as exc:
+        raise _refuse(request, exc) from None
     payload = {"ticket": ticket.as_json(), "delivery_id": delivery_id, "channel": scheme.value}
-    job_id, status, duplicate = await run_in_threadpool(_record, request, channel=scheme.value,
-                                                        delivery_id=delivery_id, payload=payload)
-    _count(request, "duplicate" if duplicate else "accepted")
+    try:
+        got = await run_in_threadpool(service.record_delivery, deps=deps, channel=scheme.value, keys=keys,
+                                      payload=payload)
+    except service.DeliveryConflict:
+        raise ProblemError(409, f"delivery {delivery_id!r} is being recorded concurrently; retry it") from None
+    _count(request, "duplicate" if got.duplicate else "accepted")
     worker = request.app.state.job_worker
-    if worker is not None and not duplicate:
+    if worker is not None and not got.duplicate:
         worker.wake()  # committed: the worker picks it up now rather than at its next poll
-    return JSONResponse({"job_id": job_id, "status": status, "ticket_id": ticket.id, "duplicate": duplicate},
-                        status_code=202)
-
-
-def _record(request: Request, *, channel: str, delivery_id: str, payload: dict[str, Any]) -> tuple[int, str, bool]:
-    """Record the delivery and enqueue its job in one transaction; ``(job id, job status, duplicate)``."""
-    rt = request.app.state.runtime
-    for _ in range(3):  # a concurrent first delivery of the same id (another process) wins; then read it
-        try:
-            with request.app.state.write_lock, rt.sessions.begin() as s:
-                seen = s.get(DeliveryRow, (channel, delivery_id))
-                if seen is not None:
-                    job = s.get(JobRow, seen.job_id) if seen.job_id is not None else None
-                    return (seen.job_id or 0), (job.status if job else "unknown"), True
-                now = wall_ms()
-                job, _ = enqueue(s, kind=KIND, key=f"{channel}:{delivery_id}", payload=payload, now_ms=now)
-                s.add(DeliveryRow(channel=channel, delivery_id=delivery_id, received_ms=now, job_id=job.id))
-                return job.id, job.status, False
-        except IntegrityError:
-            continue
-    raise ProblemError(409, f"delivery {delivery_id!r} is being recorded concurrently; retry it")
+    return JSONResponse({"job_id": got.job_id, "status": got.status, "ticket_id": ticket.id,
+                         "duplicate": got.duplicate}, status_code=202)
 
 
 @router.get("/v1/tickets/{ticket_id}/enrichment", responses=problem_responses(401, 403, 404))
-def read_enrichment(ticket_id: str, principal: Reader, s: SessionDep) -> dict[str, Any]:
+def read_enrichment(ticket_id: str, request: Request, principal: Reader) -> dict[str, Any]:
     """The enrichment written for a ticket: the decisions found and their ticket narratives, and where it
     was posted. 404 while it is not written yet, with the job's status when a job for it exists."""
-    row = s.get(EnrichmentRow, ticket_id)
-    if row is not None:
-        return {"ticket_id": row.ticket_id, "source": row.source, "delivery_id": row.delivery_id,
-                "decision_ids": row.decision_ids, "narrative": row.narrative, "posted_to": row.posted_to,
-                "external_ref": row.external_ref, "created_ms": row.created_ms}
-    # not enriched yet: is a job on its way? (jobs are keyed by delivery, so look among the unfinished ones)
-    pending = s.scalars(select(JobRow).where(JobRow.kind == KIND, JobRow.status != "done")
-                        .order_by(JobRow.id.desc()).limit(500))
-    for job in pending:
-        if (job.payload.get("ticket") or {}).get("id") == ticket_id:
-            raise ProblemError(404, f"ticket {ticket_id!r} is not enriched yet: job {job.id} is {job.status}"
-                                    + (f" ({job.last_error})" if job.last_error else ""),
-                               extra={"kind": "enrichment", "job_id": job.id, "job_status": job.status,
-                                      "attempts": job.attempts, "last_error": job.last_error})
+    got = service.read_enrichment(deps=request.app.state.services, ticket_id=ticket_id)
+    if got.enrichment is not None:
+        return got.enrichment
+    if got.job is not None:
+        j = got.job
+        raise ProblemError(404, f"ticket {ticket_id!r} is not enriched yet: job {j['job_id']} is {j['job_status']}"
+                                + (f" ({j['last_error']})" if j["last_error"] else ""),
+                           extra={"kind": "enrichment", **j})
     raise ProblemError(404, f"no enrichment for ticket {ticket_id!r}", extra={"kind": "enrichment"})
 
 
