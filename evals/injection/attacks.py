@@ -40,8 +40,9 @@ def load_attacks(path: Path = ATTACKS_FILE) -> list[Attack]:
 
 
 def variant_attacks(attacks: list[Attack]) -> list[Attack]:
-    """Each attack disguised (homoglyph, zero-width, fullwidth), and one paraphrased attack per goal."""
-    out = [Attack(id=f"{a.id}~{v}", category=a.category, goal=a.goal, text=disguise(a.text, v),
+    """Each attack disguised (homoglyph, zero-width, fullwidth), and one paraphrased attack per goal. Ids
+    stay identifier characters: the event surface puts them in an event id."""
+    out = [Attack(id=f"{a.id}+{v}", category=a.category, goal=a.goal, text=disguise(a.text, v),
                   parts=tuple(disguise(p, v) for p in a.parts), variant=v)
            for v in VARIANTS if v not in ("plain", "paraphrase") for a in attacks]
     out += [Attack(id=f"para-{g}", category="paraphrase", goal=g, text=PARAPHRASED_ATTACKS[g], variant="paraphrase")
