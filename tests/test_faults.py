@@ -168,7 +168,7 @@ def _generic(ticket_id: str, decision_id: str) -> bytes:
 
 def _jira(key: str) -> bytes:
     return json.dumps({
-        "timestamp": 1764412320000, "webhookEvent": "jira:issue_created", "issue_event_type_name": "issue_created",
+        "timestamp": time.time_ns() // 1_000_000, "webhookEvent": "jira:issue_created", "issue_event_type_name": "issue_created",
         "user": {"accountId": "557058:f58131cb", "displayName": "Ana"},
         "issue": {"id": "10042", "self": "https://example.atlassian.net/rest/api/3/issue/10042", "key": key,
                   "fields": {"summary": "Blocked from the payroll database", "description": "blocked this morning",
@@ -244,7 +244,8 @@ def _kill_with_work_in_flight(home: Home, tmp_path: Path, *, wait_lease: bool, d
             assert sql(home, "SELECT count(*) FROM ticket_enrichments WHERE ticket_id = :t", t=ticket) == [(1,)]
             assert sql(home, "SELECT count(*) FROM audit_log WHERE subject_id = :s", s=f"ticket:{ticket}") == [(1,)]
         assert sql(home, "SELECT count(*) FROM jobs") == [(len(jobs) + 1,)]
-        assert sql(home, "SELECT count(*) FROM inbound_deliveries") == [(len(jobs) + 1,)]
+        # the Jira delivery is recorded under two keys: its signed body's hash, and its issue and event time
+        assert sql(home, "SELECT count(*) FROM inbound_deliveries") == [(len(jobs) + 2,)]
 
         # every proposal is still pending, with the same id and the same approvals; and can be decided
         with svc.client("policy_owner") as c:
