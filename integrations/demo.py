@@ -170,7 +170,7 @@ def _seed_verdicts(rt: Runtime, later: Any, seed: int) -> None:
     from risk.engine import decision_id_for
 
     with rt.sessions.begin() as s:
-        entries = []
+        entries: list[tuple[str, str, dict[str, Any], Any]] = []
         for r in flagged.itertuples(index=False):
             p = rng.random()
             if r.label and p < 0.7:
