@@ -36,9 +36,13 @@ def paraphrased_disputes(own: str, d: dict[str, Any]) -> list[VerificationFailur
 
 
 def paraphrased_actions(own: str, d: dict[str, Any]) -> list[VerificationFailure]:
-    """Action reports in paraphrase; one stands only when the evidence records it (an exception in force)."""
+    """Action reports in paraphrase; one stands only when the evidence records it (an exception in force, or the
+    approved revocation of the decision's session)."""
+    revoked = any(isinstance(r, dict) and r.get("rule_id") == "session-revoked" for r in d.get("rules") or [])
     for st in action_statements(own):
-        grounded = bool(d.get("exception")) and "exception" in st.sentence.lower() and st.what in ("approve", "apply")
+        low = st.sentence.lower()
+        grounded = (bool(d.get("exception")) and "exception" in low and st.what in ("approve", "apply")) or (
+            revoked and "session" in low and st.what == "revoke")
         if not grounded:
             return [VerificationFailure(check="action_claim", detail=f"the text reports an action as done "
                                         f"({st.what}: {st.words!r}); a narrative only explains, actions are proposals")]

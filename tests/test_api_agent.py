@@ -73,8 +73,9 @@ def env(tmp_path_factory) -> Iterator[Env]:
 
 
 def _restricted_events(env: Env, prefix: str, n: int, start: int = -400) -> list[dict[str, Any]]:
-    """Benign sessions moved onto payroll-db (restricted tier) with a stale SMS second factor: the model scores
-    them into the restricted tier's step-up band, with no hard rule involved."""
+    """Benign sessions moved onto payroll-db (restricted tier) with a stale SMS second factor and a few failed
+    attempts (a ladder of 4 to 7): the model scores many of them into the restricted tier's step-up band, with no
+    hard rule involved."""
     w = env.home.world.events
     rows = w[w["scenario"] == "benign"].iloc[start:start + n].to_dict("records")
     from risk.synth import row_to_event
@@ -84,7 +85,7 @@ def _restricted_events(env: Env, prefix: str, n: int, start: int = -400) -> list
         ev = row_to_event(row)
         ev["event_id"] = f"evt-{prefix}-{i:03d}"
         ev["resource"] = {"id": "payroll-db", "kind": "database", "sensitivity": "restricted"}
-        ev["auth"].update(mfa_method="sms", minutes_since_mfa=600)
+        ev["auth"].update(mfa_method="sms", minutes_since_mfa=600, failed_attempts_1h=4 + i % 4)
         out.append(ev)
     return out
 

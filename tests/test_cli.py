@@ -7,7 +7,7 @@ import json
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -340,15 +340,16 @@ def test_timeline_deltas_add_up(scored, home):
 # ----------------------------------------------------------------------------- replay and verdicts
 
 
-def _replay_json(deny_at: float = NEW_DENY_AT, *extra: str) -> dict[str, Any]:
-    res = _invoke(["replay", "--policy", POLICY, "--tier", TIER, "--deny-at", str(deny_at), "--json", *extra])
+def _replay_json(deny_at: float = NEW_DENY_AT, *extra: str, tier: str = TIER) -> dict[str, Any]:
+    res = _invoke(["replay", "--policy", POLICY, "--tier", tier, "--deny-at", str(deny_at), "--json", *extra])
     assert res.exit_code == 0, res.output
     return json.loads(res.stdout)
 
 
-def _brute_force_replay(home: Path, policy_step_up_at: float, step_up_at: float, deny_at: float) -> dict[str, Any]:
+def _brute_force_replay(home: Path, policy_step_up_at: float, step_up_at: float, deny_at: float,
+                        tier: str = TIER) -> dict[str, Any]:
     rows = _query(home, "SELECT decision_id, risk, outcome, rule_floor, step_up_at FROM decisions "
-                        "WHERE policy_id = :p AND threshold_scope = :s", p=POLICY, s=f"tier:{TIER}")
+                        "WHERE policy_id = :p AND threshold_scope = :s", p=POLICY, s=f"tier:{tier}")
     latest = {d: v for d, v in _query(home, "SELECT decision_id, verdict FROM verdicts ORDER BY id")}
     overall = [[0] * 3 for _ in range(3)]
     by_verdict: dict[str, list[list[int]]] = {v: [[0] * 3 for _ in range(3)] for v in ("unlabelled", "malicious", "benign")}
@@ -369,19 +370,27 @@ def _brute_force_replay(home: Path, policy_step_up_at: float, step_up_at: float,
     (0.97, 0.99, "hard-rule floors that hold when thresholds loosen"),
 ], ids=["policy-step-up", "newly-denied", "rule-floors"])
 def test_replay_matches_a_brute_force_recount(scored, home, step_up_at, deny_at, exercises):
-    (entry,) = [t for t in load_policies(POLICY_DIR).get(POLICY).thresholds if t.scope == f"tier:{TIER}"]
+    tier = TIER
+    if exercises.startswith("hard-rule"):
+        # The tier from the data: one where a hard rule set a stricter outcome than the loosened thresholds will.
+        floored = _query(home, "SELECT threshold_scope FROM decisions WHERE policy_id = :p AND rule_floor != 'allow' "
+                               "AND threshold_scope LIKE 'tier:%' AND risk < :d ORDER BY threshold_scope = :s DESC, seq",
+                         p=POLICY, d=step_up_at, s=f"tier:{TIER}")
+        assert floored, "the events file must hold a hard-rule outcome below the loosened thresholds"
+        tier = floored[0][0].split(":", 1)[1]
+    (entry,) = [t for t in load_policies(POLICY_DIR).get(POLICY).thresholds if t.scope == f"tier:{tier}"]
     if exercises.startswith("allowed"):
         # Thresholds from the data, not from a guess about the model: deny at the riskiest allowed decision of the
         # scope, so that at least one allowed decision must be counted as newly denied.
         ((top,),) = _query(home, "SELECT max(risk) FROM decisions WHERE policy_id = :p AND threshold_scope = :s "
-                                 "AND outcome = 'allow'", p=POLICY, s=f"tier:{TIER}")
+                                 "AND outcome = 'allow'", p=POLICY, s=f"tier:{tier}")
         assert top is not None and top > 0
         deny_at, step_up_at = top, top / 2
     extra = [] if step_up_at is None else ["--step-up-at", str(step_up_at)]
-    r = _replay_json(deny_at, *extra)
-    assert (r["policy_id"], r["scope"]) == (POLICY, f"tier:{TIER}")
+    r = _replay_json(deny_at, *extra, tier=tier)
+    assert (r["policy_id"], r["scope"]) == (POLICY, f"tier:{tier}")
     assert r["step_up_at"] == (step_up_at or entry.step_up_at) and r["deny_at"] == deny_at
-    expected = _brute_force_replay(home, entry.step_up_at, r["step_up_at"], deny_at)
+    expected = _brute_force_replay(home, entry.step_up_at, r["step_up_at"], deny_at, tier=tier)
     # not vacuous: the events file must give each case something to get wrong
     assert expected["total"] > 0
     if exercises.startswith("allowed"):
@@ -530,25 +539,31 @@ def test_audit_verify_names_a_tampered_entry(scored, home, tmp_path, monkeypatch
 # ----------------------------------------------------------------------------- demo
 
 
-def _demo(home: Path, monkeypatch):
+def _demo(home: Path, monkeypatch, now: str | None = None):
     monkeypatch.setenv("GLASSGATE_HOME", str(home))
     monkeypatch.delenv("GLASSGATE_DATABASE_URL", raising=False)
+    if now is not None:  # the demo's world ends at "now": a rebuild compares like with like only on one clock
+        monkeypatch.setenv("GLASSGATE_NOW", now)
+        monkeypatch.setenv("GLASSGATE_ALLOW_FIXED_CLOCK", "1")
     return _invoke(["demo", "--no-serve", "--users", "60", "--days", "10", "--test-days", "3"])
 
 
 def test_demo_builds_and_rebuilds_its_home(tmp_path, monkeypatch):
     home = tmp_path / "demo-home"
-    res = _demo(home, monkeypatch)
+    now = datetime.now(UTC).replace(microsecond=0).isoformat()
+    res = _demo(home, monkeypatch, now)
     assert res.exit_code == 0, res.output
     assert "audit ledger:" in res.stdout and "verified OK" in res.stdout
     first = json.loads((home / "demo.json").read_text())["summary"]
+    first_ledger = _count(home, "audit_log")  # the summary's entries, then the sample question's narrative
+    assert first_ledger >= first["audit_entries"]
     assert first["audit_ok"] is True
     assert _count(home, "decisions") == first["decisions"] > 0
     assert (home / "sample-events.jsonl").is_file()
     tokens = _printed_tokens(res.stdout)
     _check_demo_principals(home, tokens, res.stdout)
 
-    res = _demo(home, monkeypatch)
+    res = _demo(home, monkeypatch, now)
     assert res.exit_code == 0, res.output
     assert "verified OK" in res.stdout
     again = _printed_tokens(res.stdout)
@@ -557,7 +572,7 @@ def test_demo_builds_and_rebuilds_its_home(tmp_path, monkeypatch):
     second = json.loads((home / "demo.json").read_text())["summary"]
     # rebuilt from scratch, not layered on the first run: same decisions, verdicts and ledger size
     assert _count(home, "decisions") == second["decisions"] == first["decisions"]
-    assert second["audit_entries"] == first["audit_entries"] == _count(home, "audit_log")
+    assert second["audit_entries"] == first["audit_entries"] and _count(home, "audit_log") == first_ledger
     assert len([p for p in (home / "models").iterdir() if p.is_dir()]) == 1
 
 

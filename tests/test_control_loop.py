@@ -88,7 +88,8 @@ def _risky_event(small_world, resource=("payroll-db", "database", "restricted"),
     ev["event_id"] = "evt-ctl-" + ev["event_id"]
     ev["timestamp"] = ts
     ev["resource"] = {"id": resource[0], "kind": resource[1], "sensitivity": resource[2]}
-    ev["auth"]["failed_attempts_1h"] = 12  # the model's identity signal: high risk, no hard rule
+    # identity signals only (a stale SMS factor and a burst of failures): high risk by the model, no hard rule
+    ev["auth"].update(mfa_method="sms", minutes_since_mfa=600, failed_attempts_1h=12)
     return ev
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from integrations.llm_fallbacks import snapshot
+from risk.synth import row_to_event
 from tests.apiserver import ROLES, Api, make_home, serving
 from tests.fake_openai import content, serve, slow, tool_call
 from tests.test_api import _samples
@@ -20,7 +21,12 @@ def test_fallbacks_are_answered_recorded_and_counted(tmp_path_factory):
         with serving(rt) as base:
             api = Api(base=base, home=h.home, tokens={r: h.tokens[r] for r in ROLES}, events=[], seeded=[])
             with api.client("ingest") as c:
-                assert c.post("/v1/events:batch", json={"events": h.events(-80)}).status_code == 200
+                # the last 80 events and the world's last labelled attacks, in time order: some are not allowed
+                w = h.world.events
+                picked = sorted(set(w.index[-80:]) | set(w.index[w["label"] == 1][-12:]))
+                rows = w.to_dict("records")
+                events = [row_to_event(rows[i]) for i in picked]
+                assert c.post("/v1/events:batch", json={"events": events}).status_code == 200
             user, resource, outcome = api.sql("SELECT user_id, resource_id, outcome FROM decisions WHERE outcome "
                                               "!= 'allow' ORDER BY seq LIMIT 1")[0]
             before = snapshot()

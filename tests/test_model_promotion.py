@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import select
 
+from integrations.audit_anchor import init_ledger
 from integrations.runtime import Runtime
 from integrations.services.deps import ServiceDeps
 from integrations.services.models import ProposalRefusedError, propose_promotion, train_from_store
@@ -33,6 +34,7 @@ def test_train_from_store_shadow_promote_across_processes(db_url, trained, small
     home = tmp_path / "home"
     rt = _runtime(home, db_url)
     rt.save_model(model)
+    init_ledger(rt)  # the audit key and the first signed witness (`glassgate audit init`)
     later = small_world.events[split.test]
     users = later[later["label"] == 1]["user"].unique()[:6].tolist() + later["user"].unique()[:6].tolist()
     rows = later[later["user"].isin(users)].head(400)
@@ -77,8 +79,8 @@ def test_train_from_store_shadow_promote_across_processes(db_url, trained, small
         env["GLASSGATE_DATABASE_URL"] = db_url
 
     def approve(who: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "integrations.cli", "approve", prop.proposal_id, "--as", who],
-                              capture_output=True, text=True, env=env, timeout=300)
+        cmd = ["approve", prop.proposal_id, "--local-operator", "--as", who]
+        return subprocess.run([sys.executable, "-m", "integrations.cli", *cmd], capture_output=True, text=True, env=env, timeout=300)
 
     assert (first := approve("ana")).returncode == 1 and "request" in (first.stderr + first.stdout).lower()
     assert (one := approve("priya")).returncode == 0, one.stderr

@@ -11,6 +11,7 @@ from agent.approval import ApprovalRules
 from agent.deps import AgentDeps
 from agent.graph import build_graph
 from agent.iam import BuiltinIam
+from agent.llm_types import PlanResult
 from agent.narrative import Intent
 from agent.planner import Plan
 from agent.tuning import analyse
@@ -81,7 +82,7 @@ def test_a_planner_cannot_choose_another_scope_than_the_question_names(world):
         name = "llm:swapped-scope"
 
         def plan(self, question, *, ctx):
-            return Plan(intent=Intent.TUNING, scope=target, when="this month")
+            return PlanResult(plan=Plan(intent=Intent.TUNING, scope=target, when="this month"), planner=self.name)
 
     d = world["deps"]
     graph = build_graph(AgentDeps(tools=d.tools, rules=d.rules, ledger=d.ledger, iam=d.iam, clock=d.clock,

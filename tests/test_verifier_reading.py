@@ -94,6 +94,17 @@ def test_an_exception_in_force_grounds_the_statement_that_it_was_granted():
     assert "action_claim" not in _checks(text, with_exception)
 
 
+def test_a_recorded_revocation_grounds_the_statement_that_the_session_was_revoked():
+    text = "The session was revoked by an approved proposal, so every later event in it is denied."
+    assert "action_claim" in _checks(text, DENIED)
+    rule = {"rule_id": "session-revoked", "policy_id": "POL-SES-006", "policy_version": 1, "effect": "deny",
+            "section": "4-revoked-sessions", "description": "The session was revoked (proposal prop-1)."}
+    revoked = {**DENIED, "rules": [rule]}
+    assert "action_claim" not in _checks(text, revoked)
+    # it grounds that statement only: another action reported as done still fails
+    assert "action_claim" in _checks("An exception for alice on payroll-db was granted.", revoked)
+
+
 @pytest.mark.parametrize("text", [
     "Honestly this block was an overreaction.",
     "The user poses no real risk.",
