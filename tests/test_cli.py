@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shlex
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -574,6 +575,12 @@ def test_demo_builds_and_rebuilds_its_home(tmp_path, monkeypatch):
     assert _count(home, "decisions") == second["decisions"] == first["decisions"]
     assert second["audit_entries"] == first["audit_entries"] and _count(home, "audit_log") == first_ledger
     assert len([p for p in (home / "models").iterdir() if p.is_dir()]) == 1
+    # the commands the demo suggests work as printed (ask acts as a principal: here an explicit local operator)
+    hints = [line.strip() for line in res.stdout.splitlines() if line.strip().startswith("glassgate ask ")]
+    assert hints and all("--local-operator --as " in h for h in hints)
+    asked = _invoke(shlex.split(hints[-1])[1:])
+    assert asked.exit_code == 0, asked.output
+    assert "sources: POL-" in asked.stdout  # a grounded answer, citing the policy it read
 
 
 def _printed_tokens(stdout: str) -> dict[str, str]:

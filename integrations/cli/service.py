@@ -163,9 +163,10 @@ def _print_summary(rt: Runtime, result: Any) -> None:
         typer.echo(f"  glassgate timeline {ex['posture_degraded_session']}")
         asks.append(f"what changed in session {ex['posture_degraded_session']}?")
     asks += ["which policy sets the threshold for OT consoles?", "are confidential-tier step-ups too strict this month?"]
+    # ask and approve act as a principal: a token (GLASSGATE_TOKEN, printed below) or an explicit local operator
     for q in asks[1:]:
-        typer.echo(f"  glassgate ask \"{q}\"")
-    typer.echo("  glassgate proposals; glassgate approve PROPOSAL_ID --as bob   (principals: "
+        typer.echo(f"  glassgate ask --local-operator --as ana \"{q}\"")
+    typer.echo("  glassgate proposals; glassgate approve PROPOSAL_ID --local-operator --as bob   (principals: "
                + ", ".join(f"{p.id} ({'/'.join(sorted(r.value for r in p.roles))})" for p in rt.principals.values()) + ")")
     typer.echo("  glassgate replay --policy POL-ACCESS-001 --tier restricted --deny-at 0.8")
     typer.echo(f"  glassgate score {rt.settings.home / 'sample-events.jsonl'}")
