@@ -8,7 +8,9 @@ explanation says they were not observed instead of reading them as benign.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
+from datetime import datetime
 
 from integrations.ingest.countries import UNKNOWN, country_code
 from integrations.ingest.observed import Draft
@@ -73,3 +75,34 @@ def assume_posture(d: Draft, native: str, why: str) -> None:
 
 def user_defaults(d: Draft, vendor_name: str) -> None:
     d.assume("user.roles", [], f"{vendor_name} sign-in logs do not list the user's roles")
+
+
+def utc_if_naive(text: str) -> str:
+    """A vendor timestamp as RFC 3339. Okta's ``published`` and Entra's ``createdDateTime`` are documented as
+    UTC; SIEM exports of them (Panther, Log Analytics) drop the zone (``2024-08-15 15:05:09.154000000``), so
+    a timestamp without a zone is read as UTC. Anything unparseable is passed on to be refused by name."""
+    s = text.strip()
+    try:
+        ts = datetime.fromisoformat(s.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        return text
+    return s + "+00:00" if ts.tzinfo is None else s
+
+
+NO_ADDRESS = frozenset({"", "-", "unknown", "null", "none", "n/a"})
+UNKNOWN_IP = "0.0.0.0"  # noqa: S104 - the unspecified address stands for "not observed"; it is named as missing
+
+
+def set_ip(d: Draft, value: str | None, source: str, vendor_name: str) -> None:
+    """The client address: validated as IPv4 or IPv6 (an IPv6 zone is dropped). A record without one (a
+    Windows logon writes ``-``, a GitHub SSO event has none) keeps the unspecified address, named missing;
+    a value that is no address at all (``555.555.55.5``) is refused naming the vendor field."""
+    if value is None or value.strip().lower() in NO_ADDRESS:
+        d.assume("network.ip", UNKNOWN_IP, f"{vendor_name} did not send the client address ({d.src.path(source)})")
+        return
+    text = value.strip().strip("[]")
+    try:
+        addr = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        raise d.src.fail(source, f"{value[:60]!r} is not an IPv4 or IPv6 address") from None
+    d.set("network.ip", str(addr), source)

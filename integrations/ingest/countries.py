@@ -1,6 +1,6 @@
 """Country names as Okta's ``geographicalContext.country`` writes them, to ISO 3166-1 alpha-2 codes.
 
-Okta gives the English short name; Entra and OCSF give the code already. A name not listed here maps to
+Okta gives the English short name; Entra and OCSF give the code already (old Graph beta records: alpha-3). A name not listed here maps to
 ``ZZ`` (ISO's code for an unknown country) and the country is named as missing.
 """
 
@@ -26,9 +26,26 @@ NAMES = {
 }
 
 
+# ISO 3166-1 alpha-3 codes of the countries above: older Graph beta sign-ins wrote ``countryOrRegion: "USA"``.
+ALPHA3 = {
+    "AFG": "AF", "ARG": "AR", "AUS": "AU", "AUT": "AT", "BGD": "BD", "BLR": "BY", "BEL": "BE", "BRA": "BR",
+    "BGR": "BG", "CAN": "CA", "CHL": "CL", "CHN": "CN", "COL": "CO", "HRV": "HR", "CZE": "CZ", "DNK": "DK",
+    "EGY": "EG", "EST": "EE", "FIN": "FI", "FRA": "FR", "DEU": "DE", "GRC": "GR", "HKG": "HK", "HUN": "HU",
+    "ISL": "IS", "IND": "IN", "IDN": "ID", "IRN": "IR", "IRQ": "IQ", "IRL": "IE", "ISR": "IL", "ITA": "IT",
+    "JPN": "JP", "KAZ": "KZ", "KEN": "KE", "LVA": "LV", "LTU": "LT", "LUX": "LU", "MYS": "MY", "MEX": "MX",
+    "MAR": "MA", "NLD": "NL", "NZL": "NZ", "NGA": "NG", "PRK": "KP", "NOR": "NO", "PAK": "PK", "PER": "PE",
+    "PHL": "PH", "POL": "PL", "PRT": "PT", "ROU": "RO", "RUS": "RU", "SAU": "SA", "SRB": "RS", "SGP": "SG",
+    "SVK": "SK", "SVN": "SI", "ZAF": "ZA", "KOR": "KR", "ESP": "ES", "SWE": "SE", "CHE": "CH", "TWN": "TW",
+    "THA": "TH", "TUR": "TR", "UKR": "UA", "ARE": "AE", "GBR": "GB", "USA": "US", "VNM": "VN",
+}
+
+
 def country_code(name: str) -> str | None:
-    """ISO alpha-2 for a country name or code; None when unknown."""
+    """ISO alpha-2 for a country name or an alpha-2 / alpha-3 code; None when unknown (``ZZ`` is ISO's
+    user-assigned "unknown", so it counts as unknown too)."""
     s = name.strip()
     if len(s) == 2 and s.isalpha():
-        return s.upper()
+        return None if s.upper() == UNKNOWN else s.upper()
+    if len(s) == 3 and s.isalpha() and s.upper() in ALPHA3:
+        return ALPHA3[s.upper()]
     return NAMES.get(s.lower())

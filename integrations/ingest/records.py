@@ -30,7 +30,8 @@ def iter_records(data: bytes) -> Iterator[Any]:
         try:
             whole = json.loads(text)
         except json.JSONDecodeError as exc:
-            if head == "[":
+            first = next((ln for ln in text.splitlines() if ln.strip()), "")
+            if head == "[" or not _is_json(first):  # one pretty-printed object with an error, not NDJSON
                 raise BadBody(f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
         else:
             yield from (whole if isinstance(whole, list) else [whole])
@@ -42,6 +43,14 @@ def iter_records(data: bytes) -> Iterator[Any]:
             yield json.loads(line)
         except json.JSONDecodeError as exc:
             yield BadRecord(f"line {n} is not JSON: {exc.msg} at column {exc.colno}")
+
+
+def _is_json(line: str) -> bool:
+    try:
+        json.loads(line)
+    except json.JSONDecodeError:
+        return False
+    return True
 
 
 def unwrap(vendor: str, records: list[Any]) -> list[Any]:
