@@ -15,7 +15,8 @@ KNOWN: dict[str, FamilyName] = {
     # Okta risk reasons and behavior names (System Log debugData.risk / debugData.behaviors)
     "anomalous location": "network", "anomalous geo-distance": "network", "new geo-location": "network",
     "new city": "network", "new state": "network", "new country": "network", "new ip": "network",
-    "velocity": "network", "suspicious ip": "network", "threat suspected": "network",
+    "velocity": "network", "velocity behavior": "network", "suspicious ip": "network", "riskip": "network",
+    "threat suspected": "network",
     "anomalous device": "device", "new device": "device", "unknown device": "device",
     # Entra riskEventTypes_v2 (Microsoft Entra ID Protection risk detections)
     "unlikelytravel": "network", "impossibletravel": "network", "mcasimpossibletravel": "network",

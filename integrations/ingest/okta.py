@@ -9,6 +9,7 @@ Read: ``uuid`` (the idempotency key), ``published``, ``eventType``, ``actor``, `
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -16,10 +17,12 @@ from integrations.ingest.common import (
     assume_posture,
     mfa_method,
     set_country,
+    set_ip,
     set_mfa,
     sign_in_activity,
     stable_id,
     user_defaults,
+    utc_if_naive,
 )
 from integrations.ingest.families import family_of
 from integrations.ingest.observed import (
@@ -43,6 +46,8 @@ SIGN_IN_TYPES = frozenset({"user.session.start", "policy.evaluate_sign_on", "use
                            "user.authentication.auth_via_IDP", "user.mfa.okta_verify.deny_push"})
 OUTCOMES = {"SUCCESS": VendorOutcome.ALLOW, "ALLOW": VendorOutcome.ALLOW, "CHALLENGE": VendorOutcome.CHALLENGE,
             "FAILURE": VendorOutcome.DENY, "DENY": VendorOutcome.DENY}
+NO_DECISION = {"SKIPPED": "Okta skipped the step", "UNKNOWN": "Okta recorded no result"}
+ADMIN_APP_NAMES = frozenset({"okta admin console", "saasure"})  # saasure: the admin console's app name
 MAP_TEXT = re.compile(r"^\{(.*)\}$", re.S)
 
 
@@ -68,32 +73,64 @@ def parse_okta_map(text: str) -> dict[str, str]:
     return out
 
 
+def _okta_object(src: Src, path: str, value: Any) -> dict[str, Any]:
+    """A debugData value Okta writes as ``{key=value, ...}`` (Java's Map.toString), as JSON text (the newer
+    ``logOnlySecurityData``), or that an export already decoded into an object."""
+    if isinstance(value, dict):
+        return value
+    if not isinstance(value, str):
+        raise src.fail(path, "must be a string or an object")
+    text = value.strip()
+    if text.startswith("{\""):
+        try:
+            out = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise src.fail(path, f"not JSON: {exc.msg} at column {exc.colno}: {text[:80]!r}") from None
+        if not isinstance(out, dict):
+            raise src.fail(path, "must be a JSON object")
+        return out
+    try:
+        return parse_okta_map(text)
+    except ValueError as exc:
+        raise src.fail(path, f"{exc}: {text[:80]!r}") from None
+
+
+def _level(src: Src, path: str, value: Any) -> RiskLevel:
+    lv = str(value).strip().lower()
+    if lv not in LEVELS:
+        raise src.fail(path, f"unknown risk level {value!r} (LOW, MEDIUM or HIGH)")
+    return LEVELS[lv]
+
+
+def _reason_texts(value: Any) -> list[str]:
+    items = value if isinstance(value, list) else str(value).split(",")
+    return [str(x).strip() for x in items if str(x).strip()]
+
+
 def _risk(src: Src) -> tuple[RiskLevel | None, list[Reason]]:
+    """Okta's risk level and reasons: ``debugData.risk`` and ``behaviors`` (``{key=value}`` text), else the
+    same inside ``debugData.logOnlySecurityData`` (JSON, the form newer orgs log), and ``threatSuspected``."""
     level: RiskLevel | None = None
     reasons: list[Reason] = []
-    text = src.get("debugContext.debugData.risk", str)
-    if text is not None:
-        try:
-            risk = parse_okta_map(text)
-        except ValueError as exc:
-            raise src.fail("debugContext.debugData.risk", f"{exc}: {text[:80]!r}") from None
-        if "level" in risk:
-            lv = risk["level"].lower()
-            if lv not in LEVELS:
-                raise src.fail("debugContext.debugData.risk", f"unknown risk level {risk['level']!r} "
-                               "(LOW, MEDIUM or HIGH)")
-            level = LEVELS[lv]
-        for r in (x.strip() for x in risk.get("reasons", "").split(",")):
-            if r:
-                reasons.append(Reason(text=r, family=family_of(r), source="debugContext.debugData.risk"))
-    behaviors = src.get("debugContext.debugData.behaviors", str)
-    if behaviors is not None:
-        try:
-            seen = parse_okta_map(behaviors)
-        except ValueError as exc:
-            raise src.fail("debugContext.debugData.behaviors", str(exc)) from None
-        reasons += [Reason(text=k, family=family_of(k), source="debugContext.debugData.behaviors")
-                    for k, v in seen.items() if v.upper() == "POSITIVE"]
+    debug = src.get("debugContext.debugData", dict) or {}
+    sec_path = "debugContext.debugData.logOnlySecurityData"
+    security = _okta_object(src, sec_path, debug["logOnlySecurityData"]) if debug.get("logOnlySecurityData") else {}
+    for path, raw_risk in (("debugContext.debugData.risk", debug.get("risk")), (sec_path, security.get("risk"))):
+        if raw_risk in (None, "", {}) or level is not None:
+            continue
+        risk = _okta_object(src, path, raw_risk)
+        if risk.get("level") not in (None, ""):
+            level = _level(src, path, risk["level"])
+        reasons += [Reason(text=r, family=family_of(r), source=path) for r in _reason_texts(risk.get("reasons", ""))]
+    seen_any = False
+    for path, raw_b in (("debugContext.debugData.behaviors", debug.get("behaviors")),
+                        (sec_path, security.get("behaviors"))):
+        if raw_b in (None, "", {}) or seen_any:
+            continue
+        seen_any = True
+        seen = _okta_object(src, path, raw_b)
+        reasons += [Reason(text=str(k), family=family_of(str(k)), source=path)
+                    for k, v in seen.items() if str(v).upper() == "POSITIVE"]
     threat = src.get("debugContext.debugData.threatSuspected", (str, bool))
     if threat is not None and str(threat).lower() == "true":
         reasons.append(Reason(text="Threat suspected", family="network", source="debugContext.debugData.threatSuspected"))
@@ -126,12 +163,15 @@ def map_okta(raw: Any) -> Mapped:
         raise src.fail("eventType", f"{etype!r} is not a sign-in event glassgate maps (one of "
                        f"{', '.join(sorted(SIGN_IN_TYPES))})")
     result = src.get("outcome.result", str, required=True)
+    if result.upper() in NO_DECISION:
+        raise src.fail("outcome.result", f"{result!r}: {NO_DECISION[result.upper()]}, so there is no decision to "
+                       "compare (glassgate maps SUCCESS, ALLOW, CHALLENGE, FAILURE, DENY)")
     if result.upper() not in OUTCOMES:
         raise src.fail("outcome.result", f"{result!r} is not an outcome glassgate maps (SUCCESS, ALLOW, CHALLENGE, "
                        "FAILURE, DENY)")
     outcome = OUTCOMES[result.upper()]
     d.set("event_id", ident(uuid, prefix="okta:"), "uuid")
-    d.set("timestamp", src.get("published", str, required=True), "published")
+    d.set("timestamp", utc_if_naive(src.get("published", str, required=True)), "published")
     if src.get("actor.type", str) not in (None, "User"):
         raise src.fail("actor.type", "must be User: only a person's sign-in is scored")
     user = src.get("actor.alternateId", str) or src.get("actor.id", str, required=True)
@@ -142,7 +182,7 @@ def map_okta(raw: Any) -> Mapped:
     d.set("session_id", ident(session) if session and session != "unknown" else f"okta-{ident(uuid)}",
           "authenticationContext.externalSessionId")
     # network
-    d.set("network.ip", src.get("client.ipAddress", str, required=True), "client.ipAddress")
+    set_ip(d, src.get("client.ipAddress", str), "client.ipAddress", "Okta")
     set_country(d, src.get("client.geographicalContext.country", str), "client.geographicalContext.country")
     lat = src.get("client.geographicalContext.geolocation.lat", float)
     lon = src.get("client.geographicalContext.geolocation.lon", float)
@@ -187,9 +227,11 @@ def map_okta(raw: Any) -> Mapped:
     # resource: the app signed in to, else Okta itself
     targets = src.get("target", list) or []
     app = next((t for t in targets if isinstance(t, dict) and t.get("type") == "AppInstance"), None)
-    if etype == "user.session.access_admin_app":
-        d.set("resource.id", "okta-admin-console", "eventType")
-        d.set("resource.kind", "admin_console", "eventType")
+    app_names = {str(v).strip().lower() for v in ((app or {}).get("alternateId"), (app or {}).get("displayName")) if v}
+    if etype == "user.session.access_admin_app" or app_names & ADMIN_APP_NAMES:
+        how = "eventType" if etype == "user.session.access_admin_app" else "target"
+        d.set("resource.id", "okta-admin-console", how)
+        d.set("resource.kind", "admin_console", how)
     else:
         name = next((v for v in ((app or {}).get("alternateId"), (app or {}).get("displayName"))
                      if isinstance(v, str) and v.strip() and v != "unknown"), "okta")
