@@ -181,7 +181,9 @@ def test_entra_and_ocsf_are_standard_webhooks_signed(service):
         assert r.status_code == 201, r.text
         assert [i["status"] for i in r.json()["items"]] == ["created", "created", "rejected"]
         assert r.json()["items"][2]["errors"][0]["field"] == "class_uid"
-        bad = json.dumps(load("entra", "malformed_error_code")).encode()
+        bad_raw = load("entra", "malformed_error_code")
+        bad_raw["status"]["errorCode"] = "blocked"  # "53003" as text is the code; a word is not
+        bad = json.dumps(bad_raw).encode()
         p = problem(c.post("/v1/ingest/entra", content=bad, headers=_signed(bad, "msg_3")), 422)
         assert {e["field"] for e in p["errors"]} == {"status.errorCode"}
 
@@ -204,3 +206,13 @@ def test_import_cli_on_the_shipped_sample(home, tmp_path):
     assert "record 3: (record): line 3 is not JSON" in r.stderr
     assert "record 4: debugContext.debugData.risk:" in r.stderr
     assert "2 already imported, 2 rejected" in r.stderr
+
+
+def test_a_file_holding_a_graph_page_is_opened_like_a_push(deps):
+    """`glassgate import` hands the decoded file to the service: a Graph list page (the Graph docs' own
+    example) is its `value` records, not one record without an id."""
+    page = json.loads((Path(__file__).parent / "fixtures" / "vendor_real" / "entra" /
+                       "graph_v1_signin_get.json").read_text())
+    out = ingest_records(deps=deps, vendor=Vendor.ENTRA, records=[page])
+    assert (out.received, out.rejected) == (1, 0)
+    assert out.items[0].vendor_event_id == "66ea54eb-6301-4ee5-be62-ff5a759b0100"

@@ -110,7 +110,6 @@ def test_what_the_vendor_lacks_is_named_missing():
     ("okta", "malformed_risk", "debugContext.debugData.risk"),
     ("okta", "malformed_outcome", "outcome.result"),
     ("okta", "malformed_ip", "client.ipAddress"),
-    ("entra", "malformed_error_code", "status.errorCode"),
     ("entra", "malformed_risk_level", "riskLevelDuringSignIn"),
     ("ocsf", "wrong_class", "class_uid"),
     ("ocsf", "malformed_risk_level", "risk_level_id"),
@@ -119,6 +118,16 @@ def test_malformed_records_name_the_vendor_field(vendor, name, field):
     with pytest.raises(VendorFieldError) as e:
         mapped(vendor, name)
     assert field in e.value.fields
+
+
+def test_entra_error_code_as_text_is_read_and_non_numbers_are_refused():
+    """Exports write ``status.errorCode`` as text ("53003"): it is the same code. Text that is no number is not."""
+    assert mapped("entra", "malformed_error_code").observed.outcome.value == "deny"
+    raw = load("entra", "malformed_error_code")
+    raw["status"]["errorCode"] = "blocked"
+    with pytest.raises(VendorFieldError) as e:
+        map_record(Vendor.ENTRA, raw)
+    assert e.value.fields == ["status.errorCode"]
 
 
 @pytest.mark.parametrize(("vendor", "change", "field"), [
