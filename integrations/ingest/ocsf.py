@@ -17,6 +17,7 @@ from integrations.ingest.common import (
     assume_posture,
     mfa_method,
     set_country,
+    set_ip,
     set_mfa,
     sign_in_activity,
     stable_id,
@@ -48,6 +49,8 @@ DISPOSITION = {1: VendorOutcome.ALLOW, 8: VendorOutcome.ALLOW, 14: VendorOutcome
                2: VendorOutcome.DENY, 3: VendorOutcome.DENY, 4: VendorOutcome.DENY, 6: VendorOutcome.DENY,
                24: VendorOutcome.DENY, 25: VendorOutcome.DENY, 26: VendorOutcome.DENY}
 ACTION = {1: VendorOutcome.ALLOW, 2: VendorOutcome.DENY}
+STATUS_CAPTION = {"success": VendorOutcome.ALLOW, "failure": VendorOutcome.DENY}
+EPOCH_MS_FLOOR = 100_000_000_000  # 1973-03-03 in epoch ms; a smaller ``time`` is epoch seconds written by mistake
 RISK_LEVEL: dict[int, RiskLevel] = {0: "none", 1: "low", 2: "medium", 3: "high", 4: "critical"}
 
 
@@ -61,12 +64,23 @@ def _outcome(src: Src) -> tuple[VendorOutcome, str]:
     status = src.get("status_id", int)
     if status in (1, 2):
         return (VendorOutcome.ALLOW if status == 1 else VendorOutcome.DENY), "status_id"
+    caption = src.get("status", str)  # some 1.x producers send only the caption
+    if status is None and caption is not None and caption.strip().lower() in STATUS_CAPTION:
+        return STATUS_CAPTION[caption.strip().lower()], "status"
     raise src.fail("action_id", "no decision: action_id is not 1 (Allowed) or 2 (Denied), disposition_id is not a "
                    "known disposition and status_id is not 1 (Success) or 2 (Failure)")
 
 
 def _timestamp(src: Src) -> tuple[str, str]:
+    """``time`` in epoch milliseconds. A ``time`` below 1973 in milliseconds is epoch seconds written by
+    mistake (the OCSF project's own Okta example does it): ``time_dt`` is read instead when present, else the
+    record is refused naming ``time``."""
     ms = src.get("time", int)
+    if ms is not None and 0 <= ms < EPOCH_MS_FLOOR:
+        if src.get("time_dt", str) is not None:
+            return src.get("time_dt", str), "time_dt"
+        raise src.fail("time", f"{ms} is before 1973 in epoch milliseconds (OCSF time): it looks like epoch "
+                       "seconds; send milliseconds or time_dt")
     if ms is not None:
         try:
             return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "time"
@@ -91,13 +105,17 @@ def map_ocsf(raw: Any) -> Mapped:
     d.set("event_id", ident(uid, prefix="ocsf:"), "metadata.uid")
     ts, ts_field = _timestamp(src)
     d.set("timestamp", ts, ts_field)
-    user = src.get("user.email_addr", str) or src.get("user.name", str) or src.get("user.uid", str, required=True)
-    d.set("user.id", ident(user.lower()), "user.name")
+    who = "user" if isinstance(raw.get("user"), dict) else "actor.user"  # 1.5 producers may send only actor.user
+    user = (src.get(f"{who}.email_addr", str) or src.get(f"{who}.name", str) or src.get(f"{who}.uid", str)
+            or src.get(f"{who}.uid_alt", str))
+    if not user:
+        raise src.fail("user", "required: no user (or actor.user) with an email_addr, name or uid")
+    d.set("user.id", ident(user.lower()), f"{who}.name")
     user_defaults(d, "OCSF Authentication")
     d.assume("user.privileged", False, "OCSF Authentication has no privilege attribute")
     session = src.get("session.uid", str)
     d.set("session_id", ident(session) if session else f"ocsf-{ident(uid)}", "session.uid")
-    d.set("network.ip", src.get("src_endpoint.ip", str, required=True), "src_endpoint.ip")
+    set_ip(d, src.get("src_endpoint.ip", str), "src_endpoint.ip", "the OCSF source")
     set_country(d, src.get("src_endpoint.location.country", str), "src_endpoint.location.country")
     lat = src.get("src_endpoint.location.lat", float)
     lon = src.get("src_endpoint.location.long", float)
@@ -132,11 +150,13 @@ def map_ocsf(raw: Any) -> Mapped:
         if not isinstance(name, str):
             raise src.fail(f"auth_factors.{i}.factor_type", "must be a string")
         method = method or mfa_method(name)
-    if method is None and src.get("is_mfa", bool):
+    if method is None and (src.get("is_mfa", bool) or src.get("mfa", bool)):  # mfa: the 1.0.0-rc name
         method = "push"  # MFA happened, its factor is not named: the middle strength, neither best nor worst
     set_mfa(d, method, "is_mfa", why_missing="OCSF Authentication carries no MFA age")
-    service = src.get("service.name", str) or src.get("dst_endpoint.hostname", str) or "unknown-service"
-    d.set("resource.id", ident(service.lower()), "service.name")
+    service_field = next((f for f in ("service.name", "api.service.name", "dst_endpoint.hostname",
+                                      "metadata.product.name", "dst_endpoint.svc_name") if src.get(f, str)), None)
+    service = src.get(service_field, str) if service_field else "unknown-service"
+    d.set("resource.id", ident(service.lower().split("?", 1)[0]), service_field or "service.name")
     d.set("resource.kind", "saas", "service.name")
     d.assume("resource.sensitivity", "internal", "OCSF Authentication does not classify the service")
     sign_in_activity(d)

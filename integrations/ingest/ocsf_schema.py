@@ -20,7 +20,8 @@ AUTHENTICATION_3002: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "title": "OCSF 1.x Authentication (3002), security_control profile",
     "type": "object",
-    "required": ["activity_id", "category_uid", "class_uid", "metadata", "severity_id", "time", "type_uid", "user"],
+    # ``user`` is checked by the mapper (user, or actor.user as the OCSF project's own 1.5 examples send it).
+    "required": ["activity_id", "category_uid", "class_uid", "metadata", "severity_id", "time", "type_uid"],
     "properties": {
         "class_uid": {"const": 3002},
         "category_uid": {"const": 3},
@@ -38,6 +39,8 @@ AUTHENTICATION_3002: dict[str, Any] = {
         "metadata": {"type": "object", "required": ["product", "version"], "properties": {
             "uid": _STR, "version": _STR, "product": {"type": "object"}}},
         "user": {"type": "object", "properties": {"name": _STR, "uid": _STR, "email_addr": _STR}},
+        "actor": {"type": "object", "properties": {"user": {"type": "object", "properties": {
+            "name": _STR, "uid": _STR, "email_addr": _STR}}}},
         "policy": {"type": "object", "properties": {"name": _STR, "uid": _STR, "desc": _STR}},
         "session": {"type": "object", "properties": {"uid": _STR}},
         "src_endpoint": {"type": "object", "properties": {
