@@ -20,7 +20,7 @@ from sqlalchemy import select
 
 from integrations.ingest import Mapped, Vendor, VendorFieldError, map_record
 from integrations.ingest.observed import NATIVE_OUTCOME, VendorFieldProblem, VendorOutcome
-from integrations.ingest.records import BadRecord
+from integrations.ingest.records import BadRecord, unwrap
 from integrations.services.deps import ServiceDeps
 from risk.engine import Rejected, ScoreResult, decision_id_for
 from risk.events import parse_event
@@ -79,6 +79,8 @@ def ingest_records(*, deps: ServiceDeps, vendor: Vendor, records: Iterable[Any],
         progress: called with the number of records finished after each chunk.
     """
     items: list[IngestItem] = []
+    if isinstance(records, list):  # a file holds the same envelopes a push does (Graph value, Azure Monitor records)
+        records = unwrap(vendor.value, records)
     it = iter(records)
     base = 0
     while chunk := list(islice(it, CHUNK)):
