@@ -101,6 +101,10 @@ SOLO: dict[str, tuple[str, str]] = {
     "bulk_export": ("an insider who only exports", "a lateral sweep across many resources"),
 }
 SOLO_SHARE = 2 / 3  # of each SOLO type's sessions
+# Forgotten passwords: failed attempts before the strong factor, geometric with this parameter, capped (a
+# decaying tail to the cap, not a hard edge where a tree would draw a cliff).
+FORGOT_P = 0.2
+FORGOT_CAP = 40
 RAMP_SLOPE = 3.0  # of the log-logistic share of solo sessions that are attacks, against log magnitude
 TRAVEL = ("travel_vpn", "personal_travel")
 UA = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64)", "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5)",
@@ -391,7 +395,7 @@ def _fill_events(rng: np.random.Generator, u: pd.DataFrame, s: pd.DataFrame, sid
     minutes = np.where(no_mfa, np.floor(rng.uniform(0, 3, n)), minutes)
     forgot = is_["forgot_password"]  # a few wrong passwords, then a strong factor
     # (a decaying tail, not a hard edge: a range's edge is where a tree model draws a cliff)
-    failed = np.where(forgot, np.minimum(rng.geometric(0.2, len(s)), 40)[sid], failed)
+    failed = np.where(forgot, np.minimum(rng.geometric(FORGOT_P, len(s)), FORGOT_CAP)[sid], failed)
     mfa = np.where(forgot & (mfa < 3), 3.0, mfa)
     privileged = u["privileged"].to_numpy()[uid].astype(float)
 
