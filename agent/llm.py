@@ -10,6 +10,8 @@ never as the model's raw text. The classes keep no per-call state: results are r
 
 from __future__ import annotations
 
+import json
+
 import re
 import time
 from dataclasses import dataclass
@@ -58,7 +60,7 @@ class LlmConfig:
     timeout: float = 60.0
     retries: int = 0  # a local server finishes an abandoned request before the next: a retry only queues more
     plan_max_tokens: int = 200
-    narrate_max_tokens: int = 500
+    narrate_max_tokens: int = 700
     response_format: ResponseFormat = "json_object_schema"
     seed: int = 0
     tool_calls: int = 0  # read-only tool calls the narrator may make for a question outside the planner's kinds
@@ -97,9 +99,24 @@ def call(client: openai.OpenAI, cfg: LlmConfig, *, model: str, messages: list[di
     choice = resp.choices[0] if resp.choices else None
     if choice is None:
         return Fallback(reason=FallbackReason.UNPARSEABLE, detail="the reply has no choices"), usage
-    if choice.finish_reason == "length":
+    if choice.finish_reason == "length" and not _complete_json(choice.message):
         return Fallback(reason=FallbackReason.TRUNCATED, detail=f"the reply reached max_tokens ({max_tokens})"), usage
+    # A grammar-constrained server (llama.cpp) may close the JSON and then pad with whitespace up to max_tokens:
+    # a reply whose JSON is whole is an answer, whatever stopped the generation after it.
     return choice.message, usage
+
+
+def _complete_json(message: Any) -> bool:
+    """Whether the message's tool-call arguments or its whole content are one complete JSON object."""
+    texts = [c.function.arguments or "" for c in getattr(message, "tool_calls", None) or []]
+    texts.append(getattr(message, "content", None) or "")
+    for text in texts:
+        try:
+            if isinstance(json.loads(text.strip() or "null"), dict):
+                return True
+        except json.JSONDecodeError:
+            continue
+    return False
 
 
 class LlmPlanner:

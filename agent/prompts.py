@@ -55,9 +55,12 @@ _CLAIM = {"type": "object", "properties": {
     "value": {"anyOf": [{"type": "string"}, {"type": "number"}]}, "points": {"type": "number"}},
     "required": ["type", "subject"]}
 NARRATIVE_SCHEMA: dict[str, Any] = {"type": "object", "properties": {
-    "sentences": {"type": "array", "minItems": 1, "maxItems": 8, "items": {"type": "object", "properties": {
-        "text": {"type": "string"}, "claims": {"type": "array", "items": _CLAIM}}, "required": ["text", "claims"]}},
-    "citations": {"type": "array", "items": {"type": "object", "properties": {
+    # Bounded lists: a small model at temperature 0 repeats a sentence until max_tokens; a grammar-constrained
+    # server then has to close the object after a few (the verifier still needs only the claims it reads).
+    "sentences": {"type": "array", "minItems": 1, "maxItems": 3, "items": {"type": "object", "properties": {
+        "text": {"type": "string"}, "claims": {"type": "array", "maxItems": 4, "items": _CLAIM}},
+        "required": ["text", "claims"]}},
+    "citations": {"type": "array", "maxItems": 3, "items": {"type": "object", "properties": {
         "policy_id": {"type": "string"}, "version": {"type": "integer"}, "section": {"type": "string"}},
         "required": ["policy_id", "version", "section"]}}}, "required": ["sentences", "citations"]}
 

@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     # --- the language model (i15): every call bounded; a small CPU model needs minutes, not the openai default
     llm_timeout_seconds: float = Field(default=120.0, gt=0)  # GLASSGATE_LLM_TIMEOUT_SECONDS, per call
     llm_retries: int = Field(default=0, ge=0, le=5)  # GLASSGATE_LLM_RETRIES: a local server queues retries
-    llm_max_tokens: int = Field(default=500, ge=16)  # GLASSGATE_LLM_MAX_TOKENS: a narrator reply
+    llm_max_tokens: int = Field(default=700, ge=16)  # GLASSGATE_LLM_MAX_TOKENS: a narrator reply (3 sentences x 4 claims)
     llm_plan_max_tokens: int = Field(default=200, ge=16)  # GLASSGATE_LLM_PLAN_MAX_TOKENS: a make_plan call
     llm_response_format: Literal["json_object_schema", "json_schema", "json_object"] = "json_object_schema"
     llm_tool_calls: int = Field(default=0, ge=0, le=8)  # GLASSGATE_LLM_TOOL_CALLS: read-only tool calls per question

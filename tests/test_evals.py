@@ -282,12 +282,13 @@ def test_an_llm_narrator_is_scored_on_its_own_drafts(tmp_path):
     with serve(api_key="sk-eval-test") as fake:
         fake._next = reply
         base = Settings(home=tmp_path / "home", database_url=None, llm_base_url=fake.base_url, llm_model="scripted",
-                        openai_api_key="sk-eval-test", now=None)
+                        openai_api_key="sk-eval-test", now=None, llm_max_tokens=321)
         report = run_eval(base=base, n_cases=10, seed=5, out_root=tmp_path / "reports", stage=_quiet,
                           spec_path=_small_spec(tmp_path))
     records = report["records"]
     assert report["meta"]["narrators"] == ["offline", "llm:scripted"]
     assert len(fake.requests) == 2 * len(records)  # each case explained twice
+    assert {r.body["max_tokens"] for r in fake.requests} == {321}  # the caller's bounds, not the defaults
     high = [r["decision"]["risk"] > 0.5 for r in records]
     assert 0 < sum(high) < len(records)
     llm = report["aggregates"]["narrators"]["llm:scripted"]

@@ -338,6 +338,9 @@ SHOWN = {  # replies whose draft is read and, being grounded, shown as the LLM's
     "fenced-json": lambda ev: content("Here is the explanation:\n```json\n" + json.dumps(sentences(ev)) + "\n```"),
     "embedded-json": lambda ev: content("Sure. " + json.dumps(sentences(ev)) + " Let me know if you need more."),
     "tool-call-as-text": lambda ev: content(json.dumps({"name": "narrative", "arguments": sentences(ev)})),
+    # llama.cpp's grammar closes the JSON, then pads with whitespace until max_tokens: whole JSON is an answer
+    "whole-json-padded-to-max-tokens": lambda ev: content(json.dumps(sentences(ev)) + "\n" + " " * 200,
+                                                          finish="length"),
 }
 REFUSED = {  # replies that must end in the deterministic narrative with this reason
     "truncated-at-max-tokens": (lambda ev: content(json.dumps(sentences(ev))[:120], finish="length"), R.TRUNCATED),
