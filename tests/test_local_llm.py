@@ -108,3 +108,50 @@ def test_the_local_model_answers_one_question_end_to_end(tmp_path):
           file=sys.stderr)
     assert out["verified"] and d["decision_id"] in out["decision_ids"]
     assert out["narrator"] == f"llm:{MODEL_ALIAS}" or out["fallback_from"]["reason"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_extra_missing() is not None, reason=_extra_missing() or "")
+def test_the_local_server_reads_json_evidence_as_written(tmp_path):
+    """The chat format the server is started with passes message text through untouched: JSON evidence costs the
+    tokens it tokenizes to (a format that HTML-escaped it sent every quote as &#34;, doubling the prompt and
+    garbling the evidence), and a forced make_plan call still comes back as a tool call."""
+    import httpx
+    import llama_cpp
+    import openai
+
+    from agent.prompts import PLAN_TOOL
+    from integrations.local_llm import MODEL_ALIAS, ensure_model
+    from tests.apiserver import wait_for
+    from tests.procserver import free_port
+
+    model = ensure_model(tmp_path / "models")
+    plan = plan_server(model=model, port=free_port(), n_ctx=2048, n_threads=1)
+    proc = subprocess.Popen(plan.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    evidence = json.dumps({"decision": {"outcome": "deny", "risk": 0.91, "rules": ['a "quoted" <rule> & more']}} )
+    try:
+        base = plan.exports()["GLASSGATE_LLM_BASE_URL"]
+
+        def up() -> bool:
+            assert proc.poll() is None, "the model server exited"
+            try:
+                return httpx.get(f"{base}/models", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(up, timeout=300, what="the local model server")
+        client = openai.OpenAI(base_url=base, api_key="unused", timeout=300)
+        said = client.chat.completions.create(model=MODEL_ALIAS, max_tokens=1, messages=[
+            {"role": "user", "content": evidence * 10}])
+        plan_call = client.chat.completions.create(
+            model=MODEL_ALIAS, max_tokens=120, tools=[PLAN_TOOL],
+            tool_choice={"type": "function", "function": {"name": "make_plan"}},
+            messages=[{"role": "user", "content": "why was alice denied access to payroll-db?"}])
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    vocab = llama_cpp.Llama(model_path=str(model), vocab_only=True, verbose=False)
+    plain = len(vocab.tokenize((evidence * 10).encode(), add_bos=False))
+    assert said.usage is not None and plain <= said.usage.prompt_tokens <= plain + 20, (plain, said.usage)
+    calls = plan_call.choices[0].message.tool_calls or []
+    assert calls and calls[0].function.name == "make_plan" and "intent" in json.loads(calls[0].function.arguments)
