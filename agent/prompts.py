@@ -22,8 +22,8 @@ CHARS_PER_TOKEN = 3
 CANDIDATES = 5  # per kind (users, resources)
 MIN_SIMILARITY = 0.75
 # Approximate tokens per evidence section; lists are cut and long strings shortened until a section fits.
-BUDGET = {"decision": 220, "explanation": 330, "event": 200, "timeline": 330, "what_if": 220, "tuning": 260,
-          "matches": 100, "citations": 260}
+BUDGET = {"decision": 220, "explanation": 330, "event": 180, "timeline": 290, "what_if": 220, "tuning": 260,
+          "matches": 100, "citations": 230}
 MAX_LIST = {"factors": 6, "counterfactuals": 2, "steps": 6, "changes": 3, "matches": 3, "rules": 4,
             "rule_changes": 2, "notes": 3, "passages": 3}
 # Derived or bulky fields the narrator never needs to state (the verifier still checks against all of them).
