@@ -11,7 +11,6 @@ never as the model's raw text. The classes keep no per-call state: results are r
 from __future__ import annotations
 
 import json
-
 import re
 import time
 from dataclasses import dataclass
