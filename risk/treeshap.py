@@ -29,9 +29,10 @@ import math
 from typing import Any
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 BLOCK = 256  # rows per block: the working set (splits x rows bytes) stays in cache
+PARALLEL_FROM = 4 * BLOCK  # rows from which blocks run on numba's threads; an event chunk stays on its thread
 
 
 class UnsupportedModel(ValueError):
@@ -39,69 +40,95 @@ class UnsupportedModel(ValueError):
 
 
 @njit(cache=True)
-def _kernel(X, baseline, tree_noff, tree_loff, nfeat, nthr, ndefl, leaf_val, leaf_d, leaf_q, leaf_soff, leaf_coff,
-            leaf_eoff, slot_feat, F0, dF, G0, dG, enode, ewant, eslot, dmax, qmax, nmax, block):  # pragma: no cover
-    """Contributions ``(n, F)`` and margins ``(n,)`` for the rows of ``X``, a block of rows and a tree at a time."""
-    n, nf = X.shape
-    phi = np.zeros((n, nf))
-    margin = np.zeros(n)
+def _block(X, start, B, phi, margin, baseline, tree_noff, tree_loff, nfeat, nthr, ndefl, leaf_val, leaf_d, leaf_q,
+           leaf_soff, leaf_coff, leaf_eoff, slot_feat, F0, dF, G0, dG, enode, ewant, eslot, dmax, qmax, nmax,
+           block):  # pragma: no cover
+    """Rows ``start .. start + B`` of ``X`` into ``phi`` and ``margin``, a tree at a time (its own scratch)."""
+    nf = X.shape[1]
     reached = np.empty(block)
     Xt = np.empty((nf, block))
     gl = np.empty((nmax, block))  # 1.0 where the row goes left at a split of the current tree
     a = np.empty((dmax, block))  # 1.0 where the row follows every edge of a leaf's feature
     P = np.empty((qmax, block))
     acc = np.empty(block)
-    phiT = np.empty((nf, block))
+    phiT = np.zeros((nf, block))
+    for r in range(B):
+        for f in range(nf):
+            Xt[f, r] = X[start + r, f]
+    for r in range(B):
+        margin[start + r] = baseline
+    for tr in range(tree_noff.shape[0] - 1):
+        no = tree_noff[tr]
+        for s in range(tree_noff[tr + 1] - no):
+            f, t, dl = nfeat[no + s], nthr[no + s], ndefl[no + s]
+            for r in range(B):
+                x = Xt[f, r]
+                gl[s, r] = dl if x != x else (1.0 if x <= t else 0.0)
+        for lf in range(tree_loff[tr], tree_loff[tr + 1]):
+            d, q, so, co = leaf_d[lf], leaf_q[lf], leaf_soff[lf], leaf_coff[lf]
+            a[:d, :B] = 1.0
+            for e in range(leaf_eoff[lf], leaf_eoff[lf + 1]):
+                s, j = enode[e], eslot[e]
+                if ewant[e]:
+                    for r in range(B):
+                        a[j, r] *= gl[s, r]
+                else:
+                    for r in range(B):
+                        a[j, r] *= 1.0 - gl[s, r]
+            reached[:B] = leaf_val[lf]  # the row's leaf: every edge followed (sums as sklearn does, tree by tree)
+            for j in range(d):
+                for r in range(B):
+                    reached[r] *= a[j, r]
+            for r in range(B):
+                margin[start + r] += reached[r]
+            P[:q, :B] = 1.0
+            for j in range(d):
+                for k in range(q):
+                    f0, df = F0[co + j * q + k], dF[co + j * q + k]
+                    for r in range(B):
+                        P[k, r] *= f0 + a[j, r] * df
+            for j in range(d):
+                acc[:B] = 0.0
+                for k in range(q):
+                    g0, dg = G0[co + j * q + k], dG[co + j * q + k]
+                    for r in range(B):
+                        acc[r] += P[k, r] * (g0 + a[j, r] * dg)
+                fi = slot_feat[so + j]
+                for r in range(B):
+                    phiT[fi, r] += acc[r]
+    for r in range(B):
+        for f in range(nf):
+            phi[start + r, f] = phiT[f, r]
+
+
+@njit(cache=True)
+def _kernel(X, baseline, tree_noff, tree_loff, nfeat, nthr, ndefl, leaf_val, leaf_d, leaf_q, leaf_soff, leaf_coff,
+            leaf_eoff, slot_feat, F0, dF, G0, dG, enode, ewant, eslot, dmax, qmax, nmax, block):  # pragma: no cover
+    """Contributions ``(n, F)`` and margins ``(n,)`` for the rows of ``X``, a block of rows at a time."""
+    n, nf = X.shape
+    phi = np.zeros((n, nf))
+    margin = np.zeros(n)
     for start in range(0, n, block):
-        B = min(block, n - start)
-        for r in range(B):
-            for f in range(nf):
-                Xt[f, r] = X[start + r, f]
-        phiT[:, :B] = 0.0
-        for r in range(B):
-            margin[start + r] = baseline
-        for tr in range(tree_noff.shape[0] - 1):
-            no = tree_noff[tr]
-            for s in range(tree_noff[tr + 1] - no):
-                f, t, dl = nfeat[no + s], nthr[no + s], ndefl[no + s]
-                for r in range(B):
-                    x = Xt[f, r]
-                    gl[s, r] = dl if x != x else (1.0 if x <= t else 0.0)
-            for lf in range(tree_loff[tr], tree_loff[tr + 1]):
-                d, q, so, co = leaf_d[lf], leaf_q[lf], leaf_soff[lf], leaf_coff[lf]
-                a[:d, :B] = 1.0
-                for e in range(leaf_eoff[lf], leaf_eoff[lf + 1]):
-                    s, j = enode[e], eslot[e]
-                    if ewant[e]:
-                        for r in range(B):
-                            a[j, r] *= gl[s, r]
-                    else:
-                        for r in range(B):
-                            a[j, r] *= 1.0 - gl[s, r]
-                reached[:B] = leaf_val[lf]  # the row's leaf: every edge followed (sums as sklearn does, tree by tree)
-                for j in range(d):
-                    for r in range(B):
-                        reached[r] *= a[j, r]
-                for r in range(B):
-                    margin[start + r] += reached[r]
-                P[:q, :B] = 1.0
-                for j in range(d):
-                    for k in range(q):
-                        f0, df = F0[co + j * q + k], dF[co + j * q + k]
-                        for r in range(B):
-                            P[k, r] *= f0 + a[j, r] * df
-                for j in range(d):
-                    acc[:B] = 0.0
-                    for k in range(q):
-                        g0, dg = G0[co + j * q + k], dG[co + j * q + k]
-                        for r in range(B):
-                            acc[r] += P[k, r] * (g0 + a[j, r] * dg)
-                    fi = slot_feat[so + j]
-                    for r in range(B):
-                        phiT[fi, r] += acc[r]
-        for r in range(B):
-            for f in range(nf):
-                phi[start + r, f] = phiT[f, r]
+        _block(X, start, min(block, n - start), phi, margin, baseline, tree_noff, tree_loff, nfeat, nthr, ndefl,
+               leaf_val, leaf_d, leaf_q, leaf_soff, leaf_coff, leaf_eoff, slot_feat, F0, dF, G0, dG, enode, ewant,
+               eslot, dmax, qmax, nmax, block)
+    return phi, margin
+
+
+@njit(cache=True, parallel=True)
+def _kernel_par(X, baseline, tree_noff, tree_loff, nfeat, nthr, ndefl, leaf_val, leaf_d, leaf_q, leaf_soff,
+                leaf_coff, leaf_eoff, slot_feat, F0, dF, G0, dG, enode, ewant, eslot, dmax, qmax, nmax,
+                block):  # pragma: no cover
+    """The same, blocks spread over numba's threads (each block writes only its own rows)."""
+    n, nf = X.shape
+    phi = np.zeros((n, nf))
+    margin = np.zeros(n)
+    nblocks = (n + block - 1) // block
+    for b in prange(nblocks):
+        start = b * block
+        _block(X, start, min(block, n - start), phi, margin, baseline, tree_noff, tree_loff, nfeat, nthr, ndefl,
+               leaf_val, leaf_d, leaf_q, leaf_soff, leaf_coff, leaf_eoff, slot_feat, F0, dF, G0, dG, enode, ewant,
+               eslot, dmax, qmax, nmax, block)
     return phi, margin
 
 
@@ -273,5 +300,7 @@ class HGBTreeShap:
         if len(X) == 1:
             phi, margin = _kernel_one(X[0], *self._tables)
             return phi[None, :], np.array([margin])
+        if len(X) >= PARALLEL_FROM:  # a bulk job (re-explaining history, a batch): every core
+            return _kernel_par(X, *self._tables, BLOCK)
         return _kernel(X, *self._tables, BLOCK)
 
