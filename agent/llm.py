@@ -10,7 +10,6 @@ never as the model's raw text. The classes keep no per-call state: results are r
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from dataclasses import dataclass
@@ -98,24 +97,18 @@ def call(client: openai.OpenAI, cfg: LlmConfig, *, model: str, messages: list[di
     choice = resp.choices[0] if resp.choices else None
     if choice is None:
         return Fallback(reason=FallbackReason.UNPARSEABLE, detail="the reply has no choices"), usage
-    if choice.finish_reason == "length" and not _complete_json(choice.message):
+    if choice.finish_reason == "length" and not _whole_json(choice.message):
         return Fallback(reason=FallbackReason.TRUNCATED, detail=f"the reply reached max_tokens ({max_tokens})"), usage
     # A grammar-constrained server (llama.cpp) may close the JSON and then pad with whitespace up to max_tokens:
     # a reply whose JSON is whole is an answer, whatever stopped the generation after it.
     return choice.message, usage
 
 
-def _complete_json(message: Any) -> bool:
-    """Whether the message's tool-call arguments or its whole content are one complete JSON object."""
-    texts = [c.function.arguments or "" for c in getattr(message, "tool_calls", None) or []]
-    texts.append(getattr(message, "content", None) or "")
-    for text in texts:
-        try:
-            if isinstance(json.loads(text.strip() or "null"), dict):
-                return True
-        except json.JSONDecodeError:
-            continue
-    return False
+def _whole_json(message: Any) -> bool:
+    """Whether the message is one complete JSON object (a tool call's arguments or the whole content), not
+    an object found inside cut-off text."""
+    got = json_answer(message)
+    return not isinstance(got, Fallback) and got[1] in ("tool_call", "json")
 
 
 class LlmPlanner:

@@ -60,8 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        settings = base.model_copy(update={"llm_base_url": url, "llm_model": MODEL_ALIAS, "llm_timeout_seconds": 300.0,
-                                           "llm_max_tokens": 700})
+        settings = base.model_copy(update={"llm_base_url": url, "llm_model": MODEL_ALIAS, "llm_timeout_seconds": 300.0})
         from evals.run_eval import run_and_print
 
         code = run_and_print(base=settings, n_cases=args.cases, seed=args.seed, out=None)

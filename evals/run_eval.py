@@ -76,16 +76,13 @@ def prepare_home(home: Path) -> None:
     (home / MARKER).write_text('{"created_by": "evals.run_eval"}\n')
 
 
-LLM_CALL_SETTINGS = ("llm_timeout_seconds", "llm_retries", "llm_max_tokens", "llm_plan_max_tokens",
-                     "llm_response_format", "llm_tool_calls")
-
-
 def eval_settings(base: Settings, home: Path, now: Any, *, llm: bool) -> Settings:
     """The eval world's settings: its own home and fixed clock, the caller's model endpoint and call bounds."""
     return Settings(home=home, database_url=None, config=SHIPPED_PRINCIPALS, policy_dir=base.policy_dir, chroma_url=None,
                     llm_base_url=base.llm_base_url if llm else None, llm_model=base.llm_model if llm else None,
                     openai_api_key=base.openai_api_key, now=now,
-                    **{k: getattr(base, k) for k in LLM_CALL_SETTINGS})
+                    **{k: v for k, v in base.model_dump().items()  # the call bounds: timeouts, max_tokens, ...
+                       if k.startswith("llm_") and k not in ("llm_base_url", "llm_model")})
 
 
 def run_eval(*, base: Settings, n_cases: int, seed: int, out_root: Path, stage: Stage, home: Path | None = None,

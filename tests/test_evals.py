@@ -298,6 +298,24 @@ def test_an_llm_narrator_is_scored_on_its_own_drafts(tmp_path):
     assert report["aggregates"]["narrators"]["offline"]["faithful"]["all"]["rate"] == 1.0
 
 
+def test_the_cli_runs_the_evals_as_their_own_module_and_passes_their_refusal_on(tmp_path):
+    """`glassgate eval` does not import evals: it runs `python -m evals.run_eval`, whose refusal of a home it did
+    not create reaches the user with its exit code, and nothing in that home is touched."""
+    import os
+    import subprocess
+    import sys
+
+    foreign = tmp_path / "eval-world" / "mine.txt"
+    foreign.parent.mkdir()
+    foreign.write_text("not the eval's")
+    env = {**os.environ, "GLASSGATE_HOME": str(tmp_path), "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env.pop("GLASSGATE_DATABASE_URL", None)
+    got = subprocess.run([sys.executable, "-m", "integrations.cli", "eval", "--cases", "3"], capture_output=True,
+                         text=True, env=env, timeout=300)
+    assert got.returncode == 2 and "did not create" in got.stderr, (got.returncode, got.stderr[-2000:])
+    assert foreign.read_text() == "not the eval's" and not (tmp_path / "reports").exists()
+
+
 def test_the_cli_refuses_a_bad_case_count(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 

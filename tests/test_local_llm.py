@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -61,39 +64,52 @@ def _extra_missing() -> str | None:
     return None
 
 
+@contextmanager
+def _local_server(tmp_path: Path, *, n_ctx: int) -> Iterator[tuple[Path, str]]:
+    """The bundled model served on a free loopback port with one thread; yields (model file, base URL)."""
+    import httpx
+
+    from integrations.local_llm import ensure_model
+    from tests.apiserver import wait_for
+    from tests.procserver import free_port
+
+    model = ensure_model(tmp_path / "models")
+    plan = plan_server(model=model, port=free_port(), n_ctx=n_ctx, n_threads=1)
+    proc = subprocess.Popen(plan.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = plan.exports()["GLASSGATE_LLM_BASE_URL"]
+
+    def up() -> bool:
+        assert proc.poll() is None, "the model server exited"
+        try:
+            return httpx.get(f"{base}/models", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for(up, timeout=300, what="the local model server")
+        yield model, base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(_extra_missing() is not None, reason=_extra_missing() or "")
 def test_the_local_model_answers_one_question_end_to_end(tmp_path):
     """The real server on 127.0.0.1 with the bundled model: a why-question gets a verified answer (the model's
     own, or the deterministic one with the reason recorded); never an unverified draft."""
-    import httpx
-
     from agent.approval import ApprovalRules
     from agent.deps import AgentDeps
     from agent.graph import answer_of, build_graph
     from agent.iam import BuiltinIam
     from agent.llm import LlmConfig, build_llm
-    from integrations.local_llm import MODEL_ALIAS, ensure_model
-    from tests.apiserver import wait_for
-    from tests.procserver import free_port
+    from integrations.local_llm import MODEL_ALIAS
     from tests.test_llm import NOW, _world
 
-    plan = plan_server(model=ensure_model(tmp_path / "models"), port=free_port(), n_ctx=4096, n_threads=1)
-    proc = subprocess.Popen(plan.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        base = plan.exports()["GLASSGATE_LLM_BASE_URL"]
-
-        def up() -> bool:
-            assert proc.poll() is None, "the model server exited"
-            try:
-                return httpx.get(f"{base}/models", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(up, timeout=300, what="the local model server")
+    with _local_server(tmp_path, n_ctx=4096) as (_, base):
         store = _world(tmp_path)
         planner, narrator = build_llm(base_url=base, model=MODEL_ALIAS, api_key=None,
-                                      cfg=LlmConfig(timeout=600, narrate_max_tokens=400))
+                                      cfg=LlmConfig(timeout=600, narrate_max_tokens=700))
         pol = store["ctx"].policy
         rules = ApprovalRules.from_policy(pol)
         deps = AgentDeps(tools=store["ctx"], rules=rules, ledger=store["ledger"], iam=BuiltinIam(base_policy=pol, rules=rules),
@@ -101,9 +117,6 @@ def test_the_local_model_answers_one_question_end_to_end(tmp_path):
         d = store["decision"]
         out = answer_of(build_graph(deps).invoke({"question": f"why was {d['user_id']} denied access to "
                                                               f"{d['resource_id']}?", "asked_by": "ana"}))
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
     print(json.dumps({k: out[k] for k in ("narrator", "verified", "fallback_from", "planning", "narration")}, indent=1),
           file=sys.stderr)
     assert out["verified"] and d["decision_id"] in out["decision_ids"]
@@ -116,30 +129,14 @@ def test_the_local_server_reads_json_evidence_as_written(tmp_path):
     """The chat format the server is started with passes message text through untouched: JSON evidence costs the
     tokens it tokenizes to (a format that HTML-escaped it sent every quote as &#34;, doubling the prompt and
     garbling the evidence), and a forced make_plan call still comes back as a tool call."""
-    import httpx
     import llama_cpp
     import openai
 
     from agent.prompts import PLAN_TOOL
-    from integrations.local_llm import MODEL_ALIAS, ensure_model
-    from tests.apiserver import wait_for
-    from tests.procserver import free_port
+    from integrations.local_llm import MODEL_ALIAS
 
-    model = ensure_model(tmp_path / "models")
-    plan = plan_server(model=model, port=free_port(), n_ctx=2048, n_threads=1)
-    proc = subprocess.Popen(plan.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    evidence = json.dumps({"decision": {"outcome": "deny", "risk": 0.91, "rules": ['a "quoted" <rule> & more']}} )
-    try:
-        base = plan.exports()["GLASSGATE_LLM_BASE_URL"]
-
-        def up() -> bool:
-            assert proc.poll() is None, "the model server exited"
-            try:
-                return httpx.get(f"{base}/models", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(up, timeout=300, what="the local model server")
+    evidence = json.dumps({"decision": {"outcome": "deny", "risk": 0.91, "rules": ['a "quoted" <rule> & more']}})
+    with _local_server(tmp_path, n_ctx=2048) as (model, base):
         client = openai.OpenAI(base_url=base, api_key="unused", timeout=300)
         said = client.chat.completions.create(model=MODEL_ALIAS, max_tokens=1, messages=[
             {"role": "user", "content": evidence * 10}])
@@ -147,9 +144,6 @@ def test_the_local_server_reads_json_evidence_as_written(tmp_path):
             model=MODEL_ALIAS, max_tokens=120, tools=[PLAN_TOOL],
             tool_choice={"type": "function", "function": {"name": "make_plan"}},
             messages=[{"role": "user", "content": "why was alice denied access to payroll-db?"}])
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
     vocab = llama_cpp.Llama(model_path=str(model), vocab_only=True, verbose=False)
     plain = len(vocab.tokenize((evidence * 10).encode(), add_bos=False))
     assert said.usage is not None and plain <= said.usage.prompt_tokens <= plain + 20, (plain, said.usage)
